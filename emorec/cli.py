@@ -1,0 +1,235 @@
+"""The `emorec` command line: predict, batch, train, evaluate, serve."""
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
+
+
+def _predictor(args):
+    from .predictor import Predictor
+    return Predictor(args.models) if args.models else Predictor()
+
+
+def _describe(result):
+    """Human-readable lines for a predict result."""
+    lines = []
+    face, speech, fused = result["face"], result["speech"], result["fusion"]
+    if face is not None:
+        if face["status"] == "no_face":
+            lines.append("face:   no face found")
+        for number, found in enumerate(face["faces"], 1):
+            lines.append(f"face {number}: {found['label']} ({found['confidence']:.0%}) at box {found['box']}")
+    if speech is not None:
+        note = " (no speech detected)" if speech["status"] == "no_speech" else ""
+        lines.append(f"speech: {speech['label']} ({speech['confidence']:.0%}) over "
+                     f"{speech['duration']:.1f} s{note}")
+    if fused["label"] is None:
+        lines.append("fusion: nothing to go on")
+    else:
+        weights = ", ".join(f"{name}={weight:.2f}" for name, weight in fused["weights"].items())
+        lines.append(f"fusion: {fused['label']} ({fused['confidence']:.0%}) from "
+                     f"{' + '.join(fused['sources'])} [weights {weights}]")
+        lines += [f"  {label:<9}{'█' * round(p * 30):<31}{p:.1%}" for label, p in fused["probabilities"].items()]
+    return "\n".join(lines)
+
+
+def predict(args):
+    if args.image is None and args.audio is None:
+        raise InputError("give --image, --audio, or both")
+    result = _predictor(args).predict(args.image, args.audio, args.weights, args.crops)
+    print(json.dumps(result, indent=2) if args.json else _describe(result))
+
+
+def _inputs(paths, modality):
+    """(path, modality) of each input: named files as given, folders searched recursively."""
+    for path in map(Path, paths):
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            suffix = file.suffix.lower()
+            kind = modality if modality != "auto" else (
+                "face" if suffix in IMAGE_SUFFIXES else "speech" if suffix in AUDIO_SUFFIXES else None)
+            known = suffix in (IMAGE_SUFFIXES if kind == "face" else AUDIO_SUFFIXES)
+            if path.is_dir() and not known:
+                continue
+            yield str(file), kind
+
+
+def _pairs(manifest):
+    try:
+        with open(manifest, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"{manifest}: cannot read the pairs csv ({error})") from None
+    if not rows or not {"image", "audio"} <= set(rows[0]):
+        raise InputError(f"{manifest}: the pairs csv needs columns image,audio")
+    return rows
+
+
+class _Writer:
+    """Rows to .jsonl or .csv, flushed one by one so an interrupted batch keeps its work."""
+
+    def __init__(self, path, labels, extra):
+        self.path = Path(path)
+        if self.path.suffix not in (".jsonl", ".csv"):
+            raise InputError(f"{path}: --out must end in .jsonl or .csv")
+        self.labels = labels
+        self.handle = open(self.path, "w", newline="")
+        if self.path.suffix == ".csv":
+            self.csv = csv.writer(self.handle)
+            self.csv.writerow([*extra, "label", "confidence", *labels, "error"])
+
+    def write(self, row):
+        if self.path.suffix == ".jsonl":
+            self.handle.write(json.dumps(row) + "\n")
+        else:
+            probabilities = row.get("probabilities") or {}
+            self.csv.writerow([row[key] for key in row if key not in
+                               ("label", "confidence", "probabilities", "error")]
+                              + [row.get("label"), row.get("confidence")]
+                              + [probabilities.get(label, "") for label in self.labels] + [row.get("error", "")])
+        self.handle.flush()
+
+
+def _summary(result):
+    return {key: result.get(key) for key in ("status", "label", "confidence", "probabilities")}
+
+
+def batch(args):
+    from tqdm import tqdm
+
+    predictor = _predictor(args)
+    if args.pairs:
+        jobs = [({"image": row["image"], "audio": row["audio"]},
+                 lambda r=row: predictor.predict(r["image"], r["audio"], args.weights, args.crops)["fusion"])
+                for row in _pairs(args.pairs)]
+    else:
+        if not args.paths:
+            raise InputError("give files or folders to predict, or --pairs")
+        jobs = [({"path": path},
+                 lambda p=path, kind=kind: (predictor.predict_face(p, args.crops) if kind == "face"
+                                            else predictor.predict_speech(p) if kind == "speech"
+                                            else _unknown(p)))
+                for path, kind in _inputs(args.paths, args.modality)]
+    writer = _Writer(args.out, predictor.labels, list(jobs[0][0]) if jobs else ["path"])
+    failures = 0
+    for key, job in tqdm(jobs, desc="predicting", unit="file", file=sys.stderr):
+        try:
+            writer.write({**key, **_summary(job())})
+        except InputError as error:
+            failures += 1
+            writer.write({**key, "status": "error", "label": None, "confidence": None,
+                          "probabilities": None, "error": str(error)})
+    print(f"{len(jobs)} inputs, {failures} failed -> {args.out}", file=sys.stderr)
+
+
+def _unknown(path):
+    raise InputError(f"{path}: unknown file type; use --modality face or speech")
+
+
+def train(args):
+    from . import train as training
+    if args.modality == "face":
+        training.train_face(args.data, args.out, args.epochs or 30, args.batch_size or 64,
+                            args.learning_rate or 2e-3, args.width, args.labels, args.seed, args.resume)
+    else:
+        from .models import MODELS_DIR
+        training.train_speech(args.data, args.out, args.yamnet or MODELS_DIR / "yamnet" / "yamnet.tflite",
+                              args.cache, args.epochs or 60, args.batch_size or 32,
+                              args.learning_rate or 1e-3, args.variants, args.labels, args.seed, args.resume)
+    print(f"model written to {args.out}")
+
+
+def evaluate(args):
+    from . import evaluate as evaluation
+    predictor = _predictor(args)
+    if args.modality == "face":
+        report = evaluation.evaluate_face(predictor, args.data, args.split or "private-test")
+    else:
+        report = evaluation.evaluate_speech(predictor, args.data, args.split or "test")
+    folder = Path(args.out) if args.out else Path(predictor.models_dir) / args.modality
+    path = evaluation.write_report(report, folder, f"metrics-{report['split']}",
+                                   f"{args.modality} model, {report['split']}")
+    print(f"{args.modality} on {report['split']}: accuracy {report['accuracy']:.2%}, "
+          f"macro-F1 {report['macro_f1']:.3f} over {report['samples']} samples -> {path}")
+
+
+def serve(args):
+    from .web import create_app
+    create_app(args.models).run(host=args.host, port=args.port, debug=False, threaded=True)
+
+
+def parser():
+    main = argparse.ArgumentParser(prog="emorec", description="Emotion recognition from faces and speech.")
+    main.add_argument("--models", help="folder of model files (default: the bundled models, or $EMOREC_MODELS)")
+    commands = main.add_subparsers(dest="command", required=True)
+
+    command = commands.add_parser("predict", help="predict the emotion of one photo, one clip, or both")
+    command.add_argument("--image", help="a photo (JPEG, PNG, BMP, WebP)")
+    command.add_argument("--audio", help="a WAV recording, any rate and channel count")
+    command.add_argument("--weights", help="fusion weights, e.g. face=0.6,speech=0.4")
+    command.add_argument("--crops", action="store_true", help="the image is one already-cropped face")
+    command.add_argument("--json", action="store_true", help="print the full JSON result")
+    command.set_defaults(run=predict)
+
+    command = commands.add_parser("batch", help="predict many files or folders to JSONL or CSV")
+    command.add_argument("paths", nargs="*", help="files and folders (searched recursively)")
+    command.add_argument("--modality", choices=("face", "speech", "auto"), default="auto")
+    command.add_argument("--crops", action="store_true", help="images are already-cropped faces")
+    command.add_argument("--pairs", help="csv with columns image,audio: one fused row per pair")
+    command.add_argument("--weights", help="fusion weights for --pairs, e.g. face=0.6,speech=0.4")
+    command.add_argument("--out", required=True, help="output file, .jsonl or .csv")
+    command.set_defaults(run=batch)
+
+    command = commands.add_parser("train", help="train the face CNN or the speech head")
+    command.add_argument("modality", choices=("face", "speech"))
+    command.add_argument("--data", required=True, help="FER2013 folder or csv / speech corpus folder")
+    command.add_argument("--out", required=True, help="run folder: checkpoints and the exported model")
+    command.add_argument("--epochs", type=int)
+    command.add_argument("--batch-size", type=int)
+    command.add_argument("--learning-rate", type=float)
+    command.add_argument("--width", type=int, default=32, help="face CNN base width")
+    command.add_argument("--labels", choices=("seven", "six"), default="seven", help="label preset")
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--resume", action="store_true", help="continue the run in --out")
+    command.add_argument("--yamnet", help="YAMNet .tflite (speech; default: the bundled one)")
+    command.add_argument("--cache", default=".cache/embeddings", help="embedding cache (speech)")
+    command.add_argument("--variants", type=int, default=4, help="augmented copies per clip (speech)")
+    command.set_defaults(run=train)
+
+    command = commands.add_parser("evaluate", help="metrics JSON and confusion matrix of a model")
+    command.add_argument("modality", choices=("face", "speech"))
+    command.add_argument("--data", required=True, help="FER2013 folder or csv / RAVDESS folder")
+    command.add_argument("--split", choices=("train", "public-test", "private-test", "validation", "test"),
+                         help="default: private-test (face), test = actors 21-24 (speech)")
+    command.add_argument("--out", help="report folder (default: the model's folder)")
+    command.set_defaults(run=evaluate)
+
+    command = commands.add_parser("serve", help="run the web app locally")
+    command.add_argument("--host", default="127.0.0.1")
+    command.add_argument("--port", type=int, default=int(os.environ.get("PORT", 5000)))
+    command.set_defaults(run=serve)
+    return main
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except InputError as error:
+        print(f"emorec: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

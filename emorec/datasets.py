@@ -1,0 +1,96 @@
+"""Dataset adapters: FER2013 (Kaggle folders or csv) and speech corpora by file-name convention."""
+
+import csv
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import labels as label_maps
+from .errors import InputError
+
+FACE_SPLITS = {"train": "Training", "public-test": "PublicTest", "private-test": "PrivateTest"}
+SPEECH_SPLITS = {"train": range(1, 17), "validation": range(17, 21), "test": range(21, 25)}
+
+
+def fer2013(path, split, labels=label_maps.LABELS):
+    """48x48 uint8 faces, label indices into `labels`, and file names (or csv rows) of a split.
+
+    `path` is the Kaggle folder (train/<emotion>/Training_*.jpg, test/<emotion>/PublicTest_*.jpg
+    and PrivateTest_*.jpg) or fer2013.csv (columns emotion, pixels, Usage). Faces whose
+    emotion is not in `labels` are left out.
+    """
+    if split not in FACE_SPLITS:
+        raise InputError(f"unknown FER2013 split {split!r}; choose from {', '.join(FACE_SPLITS)}")
+    path = Path(path)
+    usage = FACE_SPLITS[split]
+    if path.is_file():
+        rows = _fer2013_csv(path, usage)
+    elif path.is_dir():
+        rows = _fer2013_folders(path, usage)
+    else:
+        raise InputError(f"{path}: no FER2013 folder or csv there")
+    rows = [(face, labels.index(emotion), name) for face, emotion, name in rows if emotion in labels]
+    if not rows:
+        raise InputError(f"{path}: no FER2013 {usage} images found")
+    faces, targets, names = zip(*rows)
+    return np.stack(faces), np.array(targets, np.int64), list(names)
+
+
+def _fer2013_csv(path, usage):
+    with open(path, newline="") as handle:
+        for number, row in enumerate(csv.DictReader(handle)):
+            if row["Usage"] == usage:
+                face = np.array(row["pixels"].split(), np.uint8).reshape(48, 48)
+                yield face, label_maps.FER2013_CSV[int(row["emotion"])], f"{path.name}:{number}"
+
+
+def _fer2013_folders(path, usage):
+    for file in sorted(path.glob(f"*/*/{usage}_*")):
+        face = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+        if face is not None:
+            yield cv2.resize(face, (48, 48), interpolation=cv2.INTER_AREA), file.parent.name, str(file)
+
+
+# Each corpus: a file-name pattern, and how its match gives (label, speaker).
+SPEECH_CORPORA = {
+    "ravdess": (re.compile(r"^\d\d-\d\d-(\d\d)-\d\d-\d\d-\d\d-(\d\d)\.wav$", re.I),
+                lambda m: (label_maps.RAVDESS.get(m[1]), int(m[2]))),
+    "crema-d": (re.compile(r"^(\d{4})_[A-Z]{3}_([A-Z]{3})_[A-Z]{2}\.wav$", re.I),
+                lambda m: (label_maps.CREMA_D.get(m[2].upper()), int(m[1]))),
+    "tess": (re.compile(r"^([OY]AF)_\w+?_([a-z]+)\.wav$", re.I),
+             lambda m: (label_maps.TESS.get(m[2].lower()), m[1].upper())),
+    "emodb": (re.compile(r"^(\d\d)[a-z]\d\d([A-Z])[a-z]?\.wav$"),
+              lambda m: (label_maps.EMODB.get(m[2]), int(m[1]))),
+}
+
+
+def parse_speech_name(name):
+    """(corpus, label, speaker) from a speech file's name, or None if no corpus matches.
+
+    The label is None for emotions outside the label set (RAVDESS calm, EmoDB boredom).
+    """
+    for corpus, (pattern, read) in SPEECH_CORPORA.items():
+        match = pattern.match(name)
+        if match:
+            return (corpus, *read(match))
+    return None
+
+
+def speech_clips(root, labels=label_maps.LABELS):
+    """(path, label index, speaker) of every labelled clip under `root`, sorted by path."""
+    clips = []
+    for path in sorted(Path(root).rglob("*.wav")):
+        parsed = parse_speech_name(path.name)
+        if parsed and parsed[1] in labels:
+            clips.append((str(path), labels.index(parsed[1]), parsed[2]))
+    if not clips:
+        raise InputError(f"{root}: no labelled RAVDESS, CREMA-D, TESS or EmoDB clips found")
+    return clips
+
+
+def ravdess_split(clips, split):
+    """The clips of a canonical speaker-independent RAVDESS split (actors 1-16/17-20/21-24)."""
+    actors = SPEECH_SPLITS[split]
+    return [clip for clip in clips if clip[2] in actors]

@@ -1,0 +1,99 @@
+"""Face input: decode photos, find faces with YuNet, and make FER2013-style crops."""
+
+import io
+import os
+import threading
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+FACE_SIZE = 48
+MAX_PIXELS = int(os.environ.get("EMOREC_MAX_IMAGE_PIXELS", 40_000_000))
+FORMATS = {"JPEG", "PNG", "BMP", "WEBP", "MPO"}  # MPO: multi-picture JPEG from phone cameras
+CROP_SCALE = 0.95  # crop side / YuNet box side: matches the framing of FER2013 crops
+DETECT_MAX_SIDE = 1280  # photos are searched for faces at most this large
+
+
+def load_image(source, max_pixels=MAX_PIXELS):
+    """Decode a path or bytes to an 8-bit BGR image, EXIF orientation applied.
+
+    The format and size are read from the header first, so that an unsupported file or a
+    decompression bomb is refused before any pixel is decoded.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        name, data = "image upload", bytes(source)
+    else:
+        name = str(source)
+        if not os.path.isfile(source):
+            raise InputError(f"{name}: no such file")
+        with open(source, "rb") as handle:
+            data = handle.read()
+    if not data:
+        raise InputError(f"{name}: file is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            kind, (width, height) = header.format, header.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise InputError(f"{name}: not a readable image (JPEG, PNG, BMP or WebP)") from None
+    if kind not in FORMATS:
+        raise InputError(f"{name}: unsupported image format {kind}; use JPEG, PNG, BMP or WebP")
+    if width * height > max_pixels:
+        raise InputError(f"{name}: image is {width}x{height}, over the {max_pixels:,}-pixel limit")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise InputError(f"{name}: image data is corrupt or truncated")
+    return image
+
+
+def face_input(grey_face):
+    """The face preprocessing shared by training and serving: float32 [48, 48, 1] in [0, 1]."""
+    face = np.asarray(grey_face)
+    if face.ndim == 3:
+        face = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
+    if face.shape != (FACE_SIZE, FACE_SIZE):
+        face = cv2.resize(face, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
+    return (face.astype(np.float32) / 255.0)[..., None]
+
+
+def align_crop(grey, detection, size=FACE_SIZE):
+    """Rotate a face upright on its eye landmarks and crop it square, FER2013-style.
+
+    `detection` is a YuNet row: box x, y, w, h, then right eye, left eye, nose and mouth
+    corners as (x, y) pairs, then the score.
+    """
+    x, y, w, h = detection[:4]
+    eye_a, eye_b = detection[4:6], detection[6:8]
+    angle = np.degrees(np.arctan2(eye_b[1] - eye_a[1], eye_b[0] - eye_a[0]))
+    centre = (float(x + w / 2), float(y + h / 2))
+    side = CROP_SCALE * max(w, h)
+    matrix = cv2.getRotationMatrix2D(centre, angle, size / side)
+    matrix[:, 2] += (size / 2 - centre[0], size / 2 - centre[1])
+    return cv2.warpAffine(grey, matrix, (size, size), flags=cv2.INTER_AREA,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+class FaceDetector:
+    """YuNet through cv2.FaceDetectorYN; safe to share between threads."""
+
+    def __init__(self, model_path, score_threshold=0.7):
+        self._detector = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320),
+                                                   score_threshold, 0.3, 5000)
+        self._lock = threading.Lock()
+
+    def detect(self, image):
+        """YuNet rows (see align_crop) for every face in a BGR image, in its coordinates."""
+        height, width = image.shape[:2]
+        scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
+        if scale < 1.0:
+            image = cv2.resize(image, (round(width * scale), round(height * scale)),
+                               interpolation=cv2.INTER_AREA)
+        with self._lock:
+            self._detector.setInputSize((image.shape[1], image.shape[0]))
+            _, faces = self._detector.detect(image)
+        if faces is None:
+            return np.zeros((0, 15), np.float32)
+        faces[:, :14] /= scale
+        return faces

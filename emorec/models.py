@@ -1,0 +1,80 @@
+"""The bundled model files and the LiteRT runtime that serves them (no TensorFlow)."""
+
+import json
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+MODELS_DIR = Path(os.environ.get("EMOREC_MODELS", Path(__file__).resolve().parent.parent / "models"))
+SPEECH_CLASS = 0  # YAMNet's AudioSet class "Speech"
+EMBEDDING_TENSOR = "yamnet_frames/global_average_pooling2d/Mean"
+
+
+def softmax(logits, temperature=1.0, axis=-1):
+    """Numerically stable softmax of logits divided by a temperature."""
+    scaled = np.asarray(logits, np.float64) / temperature
+    scaled = np.exp(scaled - scaled.max(axis=axis, keepdims=True))
+    return scaled / scaled.sum(axis=axis, keepdims=True)
+
+
+class TFLiteModel:
+    """A .tflite model with one input of any batch (or sequence) size; calls are serialised by a lock."""
+
+    def __init__(self, path, threads=1, preserve=False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads,
+                                           experimental_preserve_all_tensors=preserve)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.outputs = self.interpreter.get_output_details()
+        self.lock = threading.Lock()
+        self._shape = tuple(self.input["shape"])
+
+    def _run(self, batch):
+        """Invoke on one batch; the caller holds the lock. Returns the first output."""
+        if batch.shape != self._shape:
+            self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
+            self.interpreter.allocate_tensors()
+            self._shape = batch.shape
+        self.interpreter.set_tensor(self.input["index"], batch.astype(np.float32))
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.outputs[0]["index"]).copy()
+
+    def __call__(self, batch):
+        with self.lock:
+            return self._run(np.asarray(batch))
+
+
+class Classifier(TFLiteModel):
+    """A trained emotion model: model.tflite (logits out) beside model.json (labels, temperature)."""
+
+    def __init__(self, folder, threads=1):
+        folder = Path(folder)
+        super().__init__(folder / "model.tflite", threads)
+        self.card = json.loads((folder / "model.json").read_text())
+        self.labels = tuple(self.card["labels"])
+        self.temperature = float(self.card.get("temperature", 1.0))
+
+
+class YAMNet(TFLiteModel):
+    """YAMNet run one 0.975 s frame at a time: 1024-d embeddings and the 'Speech' score."""
+
+    def __init__(self, path, threads=1):
+        super().__init__(path, threads, preserve=True)
+        details = self.interpreter.get_tensor_details()
+        self.embedding = next(d["index"] for d in details if d["name"] == EMBEDDING_TENSOR)
+
+    def __call__(self, frames):
+        """Embeddings [n, 1024] and speech scores [n] of frames [n, 15600]."""
+        embeddings, speech = [], []
+        with self.lock:
+            for frame in np.asarray(frames, np.float32):
+                scores = self._run(frame[None])
+                speech.append(scores[0, SPEECH_CLASS])
+                embeddings.append(self.interpreter.get_tensor(self.embedding)[0].copy())
+        return np.stack(embeddings), np.array(speech)
