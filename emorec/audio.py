@@ -48,6 +48,8 @@ def load_audio(source, max_seconds=MAX_SECONDS):
     mono = samples.mean(axis=1)
     if rate != SAMPLE_RATE:
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
+        if len(mono) == 0:
+            raise InputError(f"{name}: audio is too short ({samples.shape[0]} samples at {rate} Hz)")
     return np.clip(np.nan_to_num(mono), -1.0, 1.0).astype(np.float32)
 
 

@@ -81,10 +81,13 @@ class _Writer:
         if self.path.suffix not in (".jsonl", ".csv"):
             raise InputError(f"{path}: --out must end in .jsonl or .csv")
         self.labels = labels
-        self.handle = open(self.path, "w", newline="")
+        try:
+            self.handle = open(self.path, "w", newline="")
+        except OSError as error:
+            raise InputError(f"{path}: cannot write the output file ({error.strerror})") from None
         if self.path.suffix == ".csv":
             self.csv = csv.writer(self.handle)
-            self.csv.writerow([*extra, "label", "confidence", *labels, "error"])
+            self.csv.writerow([*extra, "status", "label", "confidence", *labels, "error"])
 
     def write(self, row):
         if self.path.suffix == ".jsonl":
@@ -108,7 +111,8 @@ def batch(args):
     predictor = _predictor(args)
     if args.pairs:
         jobs = [({"image": row["image"], "audio": row["audio"]},
-                 lambda r=row: predictor.predict(r["image"], r["audio"], args.weights, args.crops)["fusion"])
+                 lambda r=row: predictor.predict(r["image"] or None, r["audio"] or None, args.weights,
+                                                args.crops)["fusion"])
                 for row in _pairs(args.pairs)]
     else:
         if not args.paths:

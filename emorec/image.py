@@ -36,7 +36,9 @@ def load_image(source, max_pixels=MAX_PIXELS):
     try:
         with Image.open(io.BytesIO(data)) as header:
             kind, (width, height) = header.format, header.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        raise InputError(f"{name}: image is too large, over the {max_pixels:,}-pixel limit") from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise InputError(f"{name}: not a readable image (JPEG, PNG, BMP or WebP)") from None
     if kind not in FORMATS:
         raise InputError(f"{name}: unsupported image format {kind}; use JPEG, PNG, BMP or WebP")
@@ -88,7 +90,7 @@ class FaceDetector:
         height, width = image.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
         if scale < 1.0:
-            image = cv2.resize(image, (round(width * scale), round(height * scale)),
+            image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
                                interpolation=cv2.INTER_AREA)
         with self._lock:
             self._detector.setInputSize((image.shape[1], image.shape[0]))

@@ -12,7 +12,7 @@ from .errors import InputError
 from .image import FaceDetector, align_crop, face_input, load_image
 from .models import MODELS_DIR, Classifier, YAMNet, softmax
 
-SPEECH_THRESHOLD = 0.2  # a clip whose best frame scores below this on YAMNet's "Speech" is no_speech
+SPEECH_THRESHOLD = 0.08  # RAVDESS speech scores >= 0.11 on YAMNet's "Speech" class; silence, noise, tones <= 0.03
 SILENCE_RMS = 1e-4
 
 

@@ -9,6 +9,7 @@ import math
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,15 +36,43 @@ def face_network(num_classes, width=32):
     return keras.Model(inputs, layers.Dense(num_classes, name="logits")(x), name="face_cnn")
 
 
-def face_augmentation(seed):
-    """Flips, small shifts, rotations, zoom and random erasing, active in training only."""
-    return keras.Sequential([
-        layers.RandomFlip("horizontal", seed=seed),
-        layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed),
-        layers.RandomRotation(0.05, fill_mode="nearest", seed=seed),
-        layers.RandomZoom(0.1, fill_mode="nearest", seed=seed),
-        layers.RandomErasing(factor=0.5, scale=(0.02, 0.15), fill_value=0.5, seed=seed),
-    ], name="augment")
+def augment_face(face, rng):
+    """A random variant of a 48x48 face: flip, one affine warp (rotation, scale, shift), random erasing."""
+    if rng.random() < 0.5:
+        face = face[:, ::-1]
+    matrix = cv2.getRotationMatrix2D((24, 24), rng.uniform(-12, 12), rng.uniform(0.9, 1.1))
+    matrix[:, 2] += rng.uniform(-4.8, 4.8, 2)
+    face = cv2.warpAffine(face, matrix, (48, 48), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < 0.5:
+        height, width = rng.integers(8, 24, 2)
+        top, left = rng.integers(0, 48 - height), rng.integers(0, 48 - width)
+        face[top:top + height, left:left + width] = rng.integers(0, 256)
+    return face
+
+
+class FaceBatches(keras.utils.PyDataset):
+    """Shuffled, augmented FER2013 batches of (faces, one-hot targets, class weights)."""
+
+    def __init__(self, faces, targets, num_classes, batch_size, seed, weights, epoch=0):
+        super().__init__()
+        self.faces, self.targets, self.batch_size, self.seed = faces, targets, batch_size, seed
+        self.onehot = np.eye(num_classes, dtype=np.float32)[targets]
+        self.sample_weights = np.array([weights[t] for t in targets], np.float32)
+        self.epoch = epoch
+        self.on_epoch_end()
+
+    def __len__(self):
+        return math.ceil(len(self.faces) / self.batch_size)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.faces))
+
+    def __getitem__(self, index):
+        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        batch = np.stack([face_input(augment_face(self.faces[row].copy(), rng)) for row in rows])
+        return batch, self.onehot[rows], self.sample_weights[rows]
 
 
 def class_weights(targets, num_classes):
@@ -86,9 +115,12 @@ class Checkpoint(keras.callbacks.Callback):
         (self.folder / "state.json").write_text(json.dumps(state, indent=1))
 
 
-def _fit(build, x_train, y_train, x_val, y_val, out, epochs, batch_size, learning_rate,
-         resume, class_weight=None):
-    """Compile (or resume) and fit a model with per-epoch checkpoints; returns the best model."""
+def _fit(build, train, validation, out, epochs, learning_rate, resume, batch_size=None):
+    """Compile (or resume) and fit with per-epoch checkpoints; returns the best model on validation.
+
+    `train` is an (inputs, one-hot targets) pair, or a function of the first epoch to run that
+    returns a keras PyDataset; `validation` is an (inputs, one-hot targets) pair.
+    """
     checkpoint = Checkpoint(Path(out) / "checkpoints")
     state = checkpoint.state()
     if resume and state["epoch"]:
@@ -101,12 +133,10 @@ def _fit(build, x_train, y_train, x_val, y_val, out, epochs, batch_size, learnin
         model.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=1e-4),
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
                       metrics=["accuracy"])
-    num_classes = model.output_shape[-1]
     if state["epoch"] < epochs:
-        model.fit(x_train, keras.utils.to_categorical(y_train, num_classes),
-                  validation_data=(x_val, keras.utils.to_categorical(y_val, num_classes)),
-                  epochs=epochs, initial_epoch=state["epoch"], batch_size=batch_size,
-                  class_weight=class_weight, verbose=2,
+        x, y = (train(state["epoch"]), None) if callable(train) else train
+        model.fit(x, y, batch_size=batch_size, validation_data=validation, epochs=epochs,
+                  initial_epoch=state["epoch"], verbose=2,
                   callbacks=[keras.callbacks.LearningRateScheduler(cosine_schedule(learning_rate, epochs)),
                              checkpoint])
     return keras.models.load_model(checkpoint.folder / "best.keras")
@@ -127,19 +157,18 @@ def train_face(data, out, epochs=30, batch_size=64, learning_rate=2e-3, width=32
     names = label_sets.preset(label_preset)
     faces, targets, _ = datasets.fer2013(data, "train", names)
     val_faces, val_targets, _ = datasets.fer2013(data, "public-test", names)
-    if limit:
-        faces, targets = faces[:limit], targets[:limit]
-    x_train = np.stack([face_input(face) for face in faces])
+    if limit:  # a random subset, for quick checks
+        keep = np.random.default_rng(seed).permutation(len(faces))[:limit]
+        faces, targets = faces[keep], targets[keep]
     x_val = np.stack([face_input(face) for face in val_faces])
+    weights = class_weights(targets, len(names))
+    onehot = np.eye(len(names), dtype=np.float32)
 
-    def build():
-        network = face_network(len(names), width)
-        inputs = keras.Input((48, 48, 1))
-        return keras.Model(inputs, network(face_augmentation(seed)(inputs)), name="face_training")
+    def batches(first_epoch):
+        return FaceBatches(faces, targets, len(names), batch_size, seed, weights, first_epoch)
 
-    model = _fit(build, x_train, targets, x_val, val_targets, out, epochs, batch_size,
-                 learning_rate, resume, class_weights(targets, len(names)))
-    network = model.get_layer("face_cnn")
+    network = _fit(lambda: face_network(len(names), width), batches, (x_val, onehot[val_targets]), out,
+                   epochs, learning_rate, resume)
     export(network, out, names, input="face 48x48 grey in [0, 1]", architecture=f"VGG-style CNN, width {width}",
            parameters=int(network.count_params()))
     return network
@@ -235,8 +264,9 @@ def train_speech(data, out, yamnet_path, cache, epochs=60, batch_size=32, learni
         mask = keras.Input((None,), dtype="bool", name="mask")
         return keras.Model([embeddings, mask], attention_pool(frames(embeddings), mask), name="speech_training")
 
-    model = _fit(build, list(x_train), y_train, list(x_val), np.array([c[1] for c in val]), out, epochs,
-                 batch_size, learning_rate, resume)
+    onehot = np.eye(len(names), dtype=np.float32)
+    model = _fit(build, (list(x_train), onehot[y_train]), (list(x_val), onehot[[c[1] for c in val]]), out,
+                 epochs, learning_rate, resume, batch_size)
     network = model.get_layer("speech_frames")
     export(network, out, names, input="YAMNet 1024-d frame embeddings", pooling="attention",
            parameters=int(network.count_params()))
