@@ -40,7 +40,10 @@ def fer2013(path, split, labels=label_maps.LABELS):
 
 def _fer2013_csv(path, usage):
     with open(path, newline="") as handle:
-        for number, row in enumerate(csv.DictReader(handle)):
+        reader = csv.DictReader(handle)
+        if not {"emotion", "pixels", "Usage"} <= set(reader.fieldnames or ()):
+            raise InputError(f"{path}: a FER2013 csv needs the columns emotion, pixels, Usage")
+        for number, row in enumerate(reader):
             if row["Usage"] == usage:
                 face = np.array(row["pixels"].split(), np.uint8).reshape(48, 48)
                 yield face, label_maps.FER2013_CSV[int(row["emotion"])], f"{path.name}:{number}"
@@ -92,5 +95,7 @@ def speech_clips(root, labels=label_maps.LABELS):
 
 def ravdess_split(clips, split):
     """The clips of a canonical speaker-independent RAVDESS split (actors 1-16/17-20/21-24)."""
+    if split not in SPEECH_SPLITS:
+        raise InputError(f"unknown RAVDESS split {split!r}; choose from {', '.join(SPEECH_SPLITS)}")
     actors = SPEECH_SPLITS[split]
     return [clip for clip in clips if clip[2] in actors]

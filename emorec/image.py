@@ -29,8 +29,11 @@ def load_image(source, max_pixels=MAX_PIXELS):
         name = str(source)
         if not os.path.isfile(source):
             raise InputError(f"{name}: no such file")
-        with open(source, "rb") as handle:
-            data = handle.read()
+        try:
+            with open(source, "rb") as handle:
+                data = handle.read()
+        except OSError as error:
+            raise InputError(f"{name}: cannot read the file ({error.strerror})") from None
     if not data:
         raise InputError(f"{name}: file is empty")
     try:
