@@ -1,8 +1,8 @@
 """YAMNet as a backend-agnostic Keras 3 model, with its weights read from the vendored TFLite file.
 
 The model maps waveform frames [n, 15600] (16 kHz, [-1, 1]) to (embeddings [n, 1024],
-scores [n, 521]) exactly as `emorec.models.YAMNet` (LiteRT) does, but differentiably, so it
-can be fine-tuned. Everything is keras.ops, so it runs under the TensorFlow and JAX backends.
+scores [n, 521]) as `emorec.models.YAMNet` (LiteRT) does, to within int8 rounding, but
+differentiably, so it can be fine-tuned. Everything is keras.ops, so it runs under the TensorFlow and JAX backends.
 
 Layout, following tensorflow/models research/audioset/yamnet (params.py, features.py, yamnet.py):
 
@@ -18,7 +18,7 @@ Layout, following tensorflow/models research/audioset/yamnet (params.py, feature
 
 Dynamic-range quantization: in yamnet.tflite the DFT, mel, pointwise-conv and dense weights are
 int8; LiteRT's default CPU path (XNNPACK) then quantizes those ops' float *inputs* on the fly to
-asymmetric int8 (per frame row for the matmuls, per image for the convs). With
+asymmetric int8 (one scale per frame row for the matmuls, per pixel for the 1x1 convs). With
 `emulate_int8=True` (default) the model replays that input rounding (a straight-through
 estimator, so gradients pass as if it were the identity) and matches LiteRT closely; with
 `emulate_int8=False` it is the plain float network on the dequantized weights.
@@ -37,29 +37,23 @@ SEPARABLE = [(1, 64), (2, 128), (1, 128), (2, 256), (1, 256), (2, 512),
 PREFIX = "yamnet_frames/"
 
 
-def dynamic_int8(x, axis):
-    """Round x as XNNPACK's dynamic-range ops do (asymmetric int8 over `axis`); identity gradient."""
-    low = ops.minimum(ops.min(x, axis=axis, keepdims=True), 0.0)
-    high = ops.maximum(ops.max(x, axis=axis, keepdims=True), 0.0)
-    scale = ops.where(high > low, (high - low) / 255.0, 1.0)
-    zero = ops.clip(ops.round(-128.0 - low / scale), -128.0, 127.0)
-    rounded = (ops.clip(ops.round(x / scale) + zero, -128.0, 127.0) - zero) * scale
+def dynamic_int8(x):
+    """Round x as XNNPACK's dynamic-range ops do: asymmetric int8, one scale per vector along the
+    last axis (per frame row, per pixel); the gradient is the identity (straight-through)."""
+    low = ops.minimum(ops.min(x, axis=-1, keepdims=True), 0.0)
+    high = ops.maximum(ops.max(x, axis=-1, keepdims=True), 0.0)
+    inverse = ops.where(high > low, 255.0 / (high - low), 1.0)  # XNNPACK multiplies by 1 / scale
+    zero = ops.clip(ops.round(-128.0 - low * inverse), -128.0, 127.0)
+    rounded = (ops.clip(ops.round(x * inverse) + zero, -128.0, 127.0) - zero) / inverse
     return x + ops.stop_gradient(rounded - x)
 
 
 @keras.saving.register_keras_serializable(package="emorec")
 class DynamicInt8(keras.layers.Layer):
-    """Emulates LiteRT's on-the-fly int8 quantization of a layer input, per sample (or per row)."""
-
-    def __init__(self, per_row=False, **kwargs):
-        super().__init__(**kwargs)
-        self.per_row = per_row
+    """Emulates LiteRT's on-the-fly int8 quantization of an int8-weight layer's input."""
 
     def call(self, x):
-        return dynamic_int8(x, -1 if self.per_row else tuple(range(1, len(x.shape))))
-
-    def get_config(self):
-        return {**super().get_config(), "per_row": self.per_row}
+        return dynamic_int8(x)
 
 
 @keras.saving.register_keras_serializable(package="emorec")
@@ -67,7 +61,8 @@ class LogMelPatch(keras.layers.Layer):
     """Waveform frames [n, 15600] -> YAMNet's log-mel patch [n, 96, 64] (fixed, non-trainable)."""
 
     def __init__(self, emulate_int8=True, **kwargs):
-        super().__init__(trainable=False, **kwargs)
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
         self.emulate_int8 = emulate_int8
 
     def build(self, input_shape):
@@ -84,12 +79,12 @@ class LogMelPatch(keras.layers.Layer):
         frames = ops.concatenate([rows[:, j:j + span:2] for j in range(WINDOW // 80)], axis=-1)
         frames = frames * self.window
         if self.emulate_int8:
-            frames = dynamic_int8(frames, -1)
+            frames = dynamic_int8(frames)
         spectrum = ops.matmul(frames, self.dft)
         real, imag = spectrum[..., :FFT // 2 + 1], spectrum[..., FFT // 2 + 1:]
         magnitude = ops.sqrt(real * real + imag * imag)
         if self.emulate_int8:
-            magnitude = dynamic_int8(magnitude, -1)
+            magnitude = dynamic_int8(magnitude)
         return ops.log(ops.matmul(magnitude, self.mel) + self.mel_bias)
 
     def compute_output_shape(self, input_shape):
@@ -112,7 +107,7 @@ def yamnet(emulate_int8=True):
             x = DynamicInt8(name=f"layer{number}_int8")(x)
         x = keras.layers.Conv2D(channels, 1, name=f"layer{number}_pointwise", **relu)(x)
     embedding = keras.layers.GlobalAveragePooling2D(name="embedding")(x)
-    head = DynamicInt8(per_row=True, name="logits_int8")(embedding) if emulate_int8 else embedding
+    head = DynamicInt8(name="logits_int8")(embedding) if emulate_int8 else embedding
     scores = keras.layers.Dense(CLASSES, activation="sigmoid", name="logits")(head)
     return keras.Model(waveform, [embedding, scores], name="yamnet")
 
@@ -132,11 +127,13 @@ def _read_tflite(path):
         name = detail["name"]
         if not name.startswith(PREFIX) or name.endswith("_dequantize"):
             continue  # inputs/outputs, and DEQUANTIZE outputs (runtime buffers, not weights)
-        try:
+        try:  # activations come along too (uninitialised); _find picks weights by name and shape
             value = interpreter.get_tensor(detail["index"])
-        except ValueError:  # an activation without data
+        except ValueError:
             continue
-        if value.dtype == np.int8:  # symmetric int8 (zero points 0), per-tensor or per-channel
+        # int8 weights (pointwise, dense, DFT/mel, depthwise 4-14 that the graph DEQUANTIZEs at
+        # run time): value = (q - zero point) * scale, the scale per-tensor or per output channel.
+        if value.dtype == np.int8:
             quant = detail["quantization_parameters"]
             scales, zeros = quant["scales"], quant["zero_points"]
             axis = quant["quantized_dimension"]
