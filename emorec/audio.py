@@ -71,3 +71,16 @@ def frame_times(count):
     """(start, end) seconds of each of `count` frames."""
     starts = np.arange(count) * HOP_SAMPLES / SAMPLE_RATE
     return [(float(start), float(start + FRAME_SAMPLES / SAMPLE_RATE)) for start in starts]
+
+
+def segment_windows(count, size=4, hop=2):
+    """(first, end) frame indices of the speech timeline's windows: 4 frames (2.4 s) every 2 (0.96 s).
+
+    A clip of at most `size` frames is one window; the last window always reaches the last frame.
+    """
+    if count <= size:
+        return [(0, count)]
+    starts = list(range(0, count - size + 1, hop))
+    if starts[-1] + size < count:
+        starts.append(count - size)
+    return [(start, start + size) for start in starts]

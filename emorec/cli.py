@@ -1,4 +1,4 @@
-"""The `emorec` command line: predict, batch, train, evaluate, serve."""
+"""The `emorec` command line: predict, batch, train, evaluate, pairs, calibrate, serve."""
 
 import argparse
 import csv
@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import fusion
 from .errors import InputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -146,7 +147,7 @@ def train(args):
     else:
         from .models import MODELS_DIR
         training.train_speech(args.data, args.out, args.yamnet or MODELS_DIR / "yamnet" / "yamnet.tflite",
-                              args.cache, args.epochs or 60, args.batch_size or 32,
+                              args.cache, args.epochs or 150, args.batch_size or 64,
                               args.learning_rate or 1e-3, args.variants, args.labels, args.seed, args.resume)
     print(f"model written to {args.out}")
 
@@ -154,15 +155,79 @@ def train(args):
 def evaluate(args):
     from . import evaluate as evaluation
     predictor = _predictor(args)
-    if args.modality == "face":
-        report = evaluation.evaluate_face(predictor, args.data, args.split or "private-test")
-    else:
-        report = evaluation.evaluate_speech(predictor, args.data, args.split or "test")
     folder = Path(args.out) if args.out else Path(predictor.models_dir) / args.modality
-    path = evaluation.write_report(report, folder, f"metrics-{report['split']}",
-                                   f"{args.modality} model, {report['split']}")
+    if args.modality == "speech" and args.cross_validate:
+        return _cross_validate(args, predictor, folder)
+    if args.modality == "fusion":
+        if not args.pairs:
+            raise InputError("evaluate fusion needs --pairs (a manifest from `emorec pairs`)")
+        conditions = list(evaluation.CONDITIONS) if args.robustness else ["clean"]
+        report = {"split": f"pseudo-paired {Path(args.pairs).stem}", "manifest": str(args.pairs),
+                  **evaluation.evaluate_fusion(predictor, _pairs(args.pairs), args.crops,
+                                               args.weights and fusion.parse_weights(args.weights), conditions)}
+        name = f"metrics-{Path(args.pairs).stem}"
+        for condition, accuracy in report["conditions"].items():
+            print(f"{condition:<48} " + "  ".join(f"{modality} {value:.2%}" for modality, value in accuracy.items()
+                                                    if value is not None))
+    else:
+        data = args.data or _missing("--data")
+        if args.modality == "face":
+            report = evaluation.evaluate_face(predictor, data, args.split or "private-test")
+        else:
+            report = evaluation.evaluate_speech(predictor, data, args.split or "test")
+        name = f"metrics-{report['split']}"
+    path = evaluation.write_report(report, folder, name, f"{args.modality}, {report['split']}")
     print(f"{args.modality} on {report['split']}: accuracy {report['accuracy']:.2%}, "
           f"macro-F1 {report['macro_f1']:.3f} over {report['samples']} samples -> {path}")
+
+
+def _missing(option):
+    raise InputError(f"give {option}")
+
+
+def _cross_validate(args, predictor, folder):
+    from . import train as training
+    report = training.speech_cross_validation(args.data or _missing("--data"),
+                                              predictor.models_dir / "yamnet" / "yamnet.tflite", args.cache)
+    path = folder / "cross-validation.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    for name, recipe in report["recipes"].items():
+        print(f"{name:<56} 6-fold {recipe['cross_validation_mean']:.1%} +- {recipe['cross_validation_std']:.1%}"
+              f"  canonical test {recipe['canonical_test']:.1%}")
+    print(f"-> {path}")
+
+
+def pairs(args):
+    from . import datasets
+    rows = datasets.pseudo_pairs(args.faces, args.speech, args.split, per_clip=args.per_clip, seed=args.seed)
+    with open(args.out, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "audio", "label"])
+        writer.writerows(rows)
+    print(f"{len(rows)} pseudo-pairs ({args.split}) -> {args.out}")
+
+
+def calibrate(args):
+    from . import calibration
+    predictor = _predictor(args)
+    result = calibration.tune(predictor, args.faces, args.speech, args.per_clip, args.seed)
+    for modality in ("face", "speech"):
+        path = predictor.models_dir / modality / "model.json"
+        card = json.loads(path.read_text())
+        card["temperature"], card["calibration"] = result[modality]["temperature"], result[modality]
+        path.write_text(json.dumps(card, indent=1) + "\n")
+        print(f"{modality}: temperature {result[modality]['temperature']:.3f}, expected calibration error "
+              f"{result[modality]['ece_before']:.3f} -> {result[modality]['ece_after']:.3f}")
+    settings = result["fusion"]
+    path = predictor.models_dir / "fusion" / "fusion.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1) + "\n")
+    validation = settings["validation"]
+    print(f"validation pseudo-pairs: {validation['pairs']}; face only {validation['face_only']:.2%}, "
+          f"speech only {validation['speech_only']:.2%}")
+    for rule, scores in validation["rules"].items():
+        print(f"  {rule:<8} cross-validated {scores['cross_validated_accuracy']:.2%}")
+    print(f"kept: {settings['rule']}, weights {settings['weights']} -> {path}")
 
 
 def serve(args):
@@ -209,12 +274,36 @@ def parser():
     command.set_defaults(run=train)
 
     command = commands.add_parser("evaluate", help="metrics JSON and confusion matrix of a model")
-    command.add_argument("modality", choices=("face", "speech"))
-    command.add_argument("--data", required=True, help="FER2013 folder or csv / RAVDESS folder")
+    command.add_argument("modality", choices=("face", "speech", "fusion"))
+    command.add_argument("--data", help="FER2013 folder or csv / RAVDESS folder (face, speech)")
     command.add_argument("--split", choices=("train", "public-test", "private-test", "validation", "test"),
                          help="default: private-test (face), test = actors 21-24 (speech)")
+    command.add_argument("--cross-validate", action="store_true",
+                         help="speech: compare the recipes by 6-fold actor cross-validation (trains; minutes)")
+    command.add_argument("--cache", default=".cache/embeddings", help="YAMNet feature cache (--cross-validate)")
+    command.add_argument("--pairs", help="fusion: a pseudo-pair manifest from `emorec pairs`")
+    command.add_argument("--crops", action="store_true", help="fusion: the manifest's images are face crops")
+    command.add_argument("--weights", help="fusion weights, e.g. face=0.6,speech=0.4 (default: the tuned ones)")
+    command.add_argument("--robustness", action="store_true", help="fusion: also noisy, blurred, removed inputs")
     command.add_argument("--out", help="report folder (default: the model's folder)")
     command.set_defaults(run=evaluate)
+
+    command = commands.add_parser("pairs", help="a pseudo-pair manifest: RAVDESS clips with FER2013 faces")
+    command.add_argument("--faces", required=True, help="FER2013 folder (Kaggle layout)")
+    command.add_argument("--speech", required=True, help="RAVDESS folder")
+    command.add_argument("--split", choices=("validation", "test"), default="test",
+                         help="test: actors 21-24 x PrivateTest; validation: actors 17-20 x PublicTest")
+    command.add_argument("--per-clip", type=int, default=1, help="faces paired with each clip")
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--out", required=True, help="manifest csv (columns image,audio,label)")
+    command.set_defaults(run=pairs)
+
+    command = commands.add_parser("calibrate", help="fit temperatures and the fusion rule on validation data")
+    command.add_argument("--faces", required=True, help="FER2013 folder or csv (PublicTest is used)")
+    command.add_argument("--speech", required=True, help="RAVDESS folder (actors 17-20 are used)")
+    command.add_argument("--per-clip", type=int, default=10, help="faces paired with each validation clip")
+    command.add_argument("--seed", type=int, default=0)
+    command.set_defaults(run=calibrate)
 
     command = commands.add_parser("serve", help="run the web app locally")
     command.add_argument("--host", default="127.0.0.1")

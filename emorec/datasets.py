@@ -98,4 +98,44 @@ def ravdess_split(clips, split):
     if split not in SPEECH_SPLITS:
         raise InputError(f"unknown RAVDESS split {split!r}; choose from {', '.join(SPEECH_SPLITS)}")
     actors = SPEECH_SPLITS[split]
-    return [clip for clip in clips if clip[2] in actors]
+    return [clip for clip in clips
+            if clip[2] in actors and parse_speech_name(Path(clip[0]).name)[0] == "ravdess"]
+
+
+PAIR_SPLITS = {"validation": "public-test", "test": "private-test"}  # RAVDESS split -> FER2013 split
+
+
+def pair_up(clip_targets, face_targets, per_clip=1, seed=0):
+    """(clip index, face index) pairs of the same label: each clip meets `per_clip` faces.
+
+    Faces of a label are dealt from a seeded shuffle of that label's faces, cycling when the
+    label has fewer faces than its clips need, so every face is used before any is reused.
+    """
+    rng = np.random.default_rng(seed)
+    face_targets = np.asarray(face_targets)
+    decks = {label: rng.permutation(np.flatnonzero(face_targets == label)) for label in set(clip_targets)}
+    dealt = dict.fromkeys(decks, 0)
+    pairs = []
+    for clip, label in enumerate(clip_targets):
+        if not len(decks[label]):
+            raise InputError(f"no face of label index {label} to pair with")
+        for _ in range(per_clip):
+            pairs.append((clip, int(decks[label][dealt[label] % len(decks[label])])))
+            dealt[label] += 1
+    return pairs
+
+
+def pseudo_pairs(faces, speech, split, labels=label_maps.LABELS, per_clip=1, seed=0):
+    """Rows (image, audio, label) pairing RAVDESS clips of a split with FER2013 faces of the same label.
+
+    Validation pairs actors 17-20 with PublicTest, test pairs actors 21-24 with PrivateTest.
+    The faces must be the Kaggle folder layout (the manifest names image files).
+    """
+    if split not in PAIR_SPLITS:
+        raise InputError(f"unknown pair split {split!r}; choose from {', '.join(PAIR_SPLITS)}")
+    if not Path(faces).is_dir():
+        raise InputError(f"{faces}: pair manifests need the FER2013 folder layout (image files)")
+    _, face_targets, face_paths = fer2013(faces, PAIR_SPLITS[split], labels)
+    clips = ravdess_split(speech_clips(speech, labels), split)
+    return [(face_paths[face], clips[clip][0], labels[clips[clip][1]])
+            for clip, face in pair_up([clip[1] for clip in clips], face_targets, per_clip, seed)]

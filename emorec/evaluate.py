@@ -1,8 +1,10 @@
 """Evaluation of the shipped (TFLite) models: metrics JSON and a confusion-matrix PNG."""
 
 import json
+from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 
@@ -10,7 +12,9 @@ def metrics(targets, predictions, labels):
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: truth)."""
     targets, predictions = np.asarray(targets), np.asarray(predictions)
     size = len(labels)
-    confusion = np.bincount(targets * size + predictions, minlength=size * size).reshape(size, size)
+    answered = predictions >= 0  # -1: no prediction (counted wrong, left out of the confusion matrix)
+    confusion = np.bincount(targets[answered] * size + predictions[answered],
+                            minlength=size * size).reshape(size, size)
     per_class = {}
     for index, label in enumerate(labels):
         hits = confusion[index, index]
@@ -84,3 +88,100 @@ def evaluate_speech(predictor, data, split):
     return {"model": "speech", "data": str(data), "split": split,
             "actors": [min(datasets.SPEECH_SPLITS[split]), max(datasets.SPEECH_SPLITS[split])],
             **metrics([clip[1] for clip in clips], predictions, predictor.labels)}
+
+
+def _with_noise(waveform, noise, snr_db):
+    """The waveform plus `noise` (tiled or cut to length) scaled to the given signal-to-noise ratio."""
+    noise = np.resize(noise, len(waveform))
+    scale = np.sqrt(np.mean(waveform ** 2) / (np.mean(noise ** 2) + 1e-12) / 10 ** (snr_db / 10))
+    return np.clip(waveform + scale * noise, -1, 1).astype(np.float32)
+
+
+def _white_noise(waveform, index, waveforms, rng, snr):
+    return _with_noise(waveform, rng.standard_normal(len(waveform)), snr)
+
+
+def _babble(waveform, index, waveforms, rng, snr, talkers=6):
+    """Six other clips of the manifest summed behind this one: a crowd of talkers."""
+    others = rng.choice([i for i in range(len(waveforms)) if i != index], talkers, replace=False)
+    length = max(len(waveforms[i]) for i in others)
+    return _with_noise(waveform, sum(np.resize(waveforms[i], length) for i in others), snr)
+
+
+def _blur(image, *_):
+    return cv2.GaussianBlur(image, (0, 0), 2 * image.shape[0] / 48)
+
+
+def _darken(image, *_):
+    return (image * 0.25).astype(np.uint8)
+
+
+def _occlude(image, *_):
+    image = image.copy()
+    image[image.shape[0] // 2:] = 0
+    return image
+
+
+# Robustness conditions: (modality changed, change(input, index, all inputs, rng)); None removes it.
+CONDITIONS = {
+    "clean": (None, None),
+    **{f"speech + white noise {snr} dB": ("speech", partial(_white_noise, snr=snr)) for snr in (20, 10, 0)},
+    **{f"speech + babble {snr} dB": ("speech", partial(_babble, snr=snr)) for snr in (20, 10, 0)},
+    "face blurred (Gaussian, sigma 2 px at 48 px)": ("face", _blur),
+    "face darkened (x0.25)": ("face", _darken),
+    "face lower half occluded": ("face", _occlude),
+    "face removed": ("face", None),
+    "speech removed": ("speech", None),
+}
+
+
+def evaluate_fusion(predictor, rows, crops=False, weights=None, conditions=("clean",), seed=0):
+    """Face-only, speech-only and fused accuracy over a pseudo-paired manifest, per condition.
+
+    `rows` are dicts with image, audio and label. The clean condition also gets the fused
+    metrics (per class, confusion). Perturbed inputs go through the same decoders as files.
+    """
+    import io
+    import soundfile
+    from tqdm import tqdm
+    from .audio import SAMPLE_RATE, load_audio
+    from .errors import InputError
+    from .image import load_image
+
+    unknown = {row.get("label") for row in rows} - set(predictor.labels)
+    if unknown:
+        raise InputError(f"the pairs csv needs a label column with labels from {', '.join(predictor.labels)}; "
+                         f"found {', '.join(map(str, sorted(unknown, key=str)))}")
+    targets = np.array([predictor.labels.index(row["label"]) for row in rows])
+    images = [load_image(row["image"]) for row in rows]
+    waveforms = [load_audio(row["audio"]) for row in rows]
+
+    def encoded(kind, value):
+        if kind == "face":
+            return cv2.imencode(".png", value)[1].tobytes()
+        buffer = io.BytesIO()
+        soundfile.write(buffer, value, SAMPLE_RATE, format="WAV", subtype="FLOAT")
+        return buffer.getvalue()
+
+    report = {"pairs": len(rows), "weights": weights or predictor.default_weights, "conditions": {}}
+    for name in conditions:
+        changed, change = CONDITIONS[name]
+        rng = np.random.default_rng(seed)
+        labels = {"face": [], "speech": [], "fused": []}
+        for index in tqdm(range(len(rows)), desc=name, unit="pair", leave=False):
+            inputs = {"face": images[index], "speech": waveforms[index]}
+            if changed:
+                inputs[changed] = None if change is None else change(
+                    inputs[changed], index, images if changed == "face" else waveforms, rng)
+            face = None if inputs["face"] is None else predictor.predict_face(encoded("face", inputs["face"]), crops)
+            speech = None if inputs["speech"] is None else predictor.predict_speech(encoded("speech", inputs["speech"]))
+            fused = predictor.fuse(face, speech, weights)
+            for modality, result in (("face", face), ("speech", speech), ("fused", fused)):
+                label = result and result["label"]
+                labels[modality].append(predictor.labels.index(label) if label else -1)
+        accuracy = {modality: (round(float((np.array(found) == targets).mean()), 4)
+                               if max(found) >= 0 else None) for modality, found in labels.items()}
+        report["conditions"][name] = accuracy
+        if name == "clean":
+            report.update(metrics(targets, np.array(labels["fused"]), predictor.labels))
+    return report

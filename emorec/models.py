@@ -12,6 +12,7 @@ from ai_edge_litert.interpreter import Interpreter
 MODELS_DIR = Path(os.environ.get("EMOREC_MODELS", Path(__file__).resolve().parent.parent / "models"))
 SPEECH_CLASS = 0  # YAMNet's AudioSet class "Speech"
 EMBEDDING_TENSOR = "yamnet_frames/global_average_pooling2d/Mean"
+LAYER_TENSOR = "yamnet_frames/layer{}/pointwise_conv/relu/Relu"
 
 
 def softmax(logits, temperature=1.0, axis=-1):
@@ -62,19 +63,30 @@ class Classifier(TFLiteModel):
 
 
 class YAMNet(TFLiteModel):
-    """YAMNet run one 0.975 s frame at a time: 1024-d embeddings and the 'Speech' score."""
+    """YAMNet run one 0.975 s frame at a time: per-frame features and the 'Speech' score.
 
-    def __init__(self, path, threads=1):
+    A frame's features are the globally averaged activations of the chosen MobileNet layers
+    (1-14, each layer's pointwise-conv output; 15 is the 1024-d embedding), concatenated.
+    """
+
+    def __init__(self, path, layers=(15,), threads=1):
         super().__init__(path, threads, preserve=True)
-        details = self.interpreter.get_tensor_details()
-        self.embedding = next(d["index"] for d in details if d["name"] == EMBEDDING_TENSOR)
+        indices = {d["name"].split(";")[0]: d["index"] for d in self.interpreter.get_tensor_details()}
+        self.layers = [indices[EMBEDDING_TENSOR if layer == 15 else LAYER_TENSOR.format(layer)]
+                       for layer in layers]
 
     def __call__(self, frames):
-        """Embeddings [n, 1024] and speech scores [n] of frames [n, 15600]."""
-        embeddings, speech = [], []
+        """Features [n, d] and speech scores [n] of frames [n, 15600]."""
+        features, speech = [], []
         with self.lock:
             for frame in np.asarray(frames, np.float32):
                 scores = self._run(frame[None])
                 speech.append(scores[0, SPEECH_CLASS])
-                embeddings.append(self.interpreter.get_tensor(self.embedding)[0].copy())
-        return np.stack(embeddings), np.array(speech)
+                activations = [self.interpreter.get_tensor(index)[0] for index in self.layers]
+                features.append(np.concatenate([a.reshape(-1, a.shape[-1]).mean(axis=0) for a in activations]))
+        return np.stack(features), np.array(speech)
+
+
+def clip_features(frame_features):
+    """The speech head's input: mean and standard deviation of frame features over time."""
+    return np.concatenate([frame_features.mean(axis=0), frame_features.std(axis=0)]).astype(np.float32)

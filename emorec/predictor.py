@@ -7,19 +7,13 @@ import cv2
 import numpy as np
 
 from . import fusion
-from .audio import frame_times, load_audio, speech_frames
+from .audio import SAMPLE_RATE, frame_times, load_audio, segment_windows, speech_frames
 from .errors import InputError
 from .image import FaceDetector, align_crop, face_input, load_image
-from .models import MODELS_DIR, Classifier, YAMNet, softmax
+from .models import MODELS_DIR, Classifier, YAMNet, clip_features, softmax
 
 SPEECH_THRESHOLD = 0.08  # RAVDESS speech scores >= 0.11 on YAMNet's "Speech" class; silence, noise, tones <= 0.03
 SILENCE_RMS = 1e-4
-
-
-def attention_pool(frame_outputs):
-    """Clip logits from per-frame [logits..., attention] rows (training's pooling, in NumPy)."""
-    weights = softmax(frame_outputs[:, -1])
-    return weights @ frame_outputs[:, :-1]
 
 
 class Predictor:
@@ -29,13 +23,14 @@ class Predictor:
         self.models_dir = models_dir = Path(models_dir)
         self.detector = FaceDetector(models_dir / "face_detection" / "yunet.onnx")
         self.face_model = Classifier(models_dir / "face", threads)
-        self.yamnet = YAMNet(models_dir / "yamnet" / "yamnet.tflite", threads)
         self.speech_model = Classifier(models_dir / "speech", threads)
+        self.yamnet = YAMNet(models_dir / "yamnet" / "yamnet.tflite",
+                             self.speech_model.card["yamnet_layers"], threads)
         if self.face_model.labels != self.speech_model.labels:
             raise ValueError(f"face labels {self.face_model.labels} differ from speech labels "
                              f"{self.speech_model.labels}")
         self.labels = self.face_model.labels
-        settings_path = models_dir / "fusion.json"
+        settings_path = models_dir / "fusion" / "fusion.json"
         settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
         self.fusion_rule = settings.get("rule", "sum")
         self.default_weights = fusion.parse_weights(settings.get("weights", {"face": 0.5, "speech": 0.5}))
@@ -69,24 +64,21 @@ class Predictor:
         found = [{"box": box, **self._result(p)} for box, p in zip(boxes, probabilities)]
         return {"status": "ok", "faces": found, **self._result(probabilities[0])}
 
-    def speech_embeddings(self, waveform):
-        """YAMNet embeddings [n, 1024] and speech scores [n] of a 16 kHz waveform's frames."""
-        return self.yamnet(speech_frames(waveform))
-
     def predict_speech(self, audio):
-        """Clip-level and per-segment (0.975 s every 0.48 s) probabilities of a recording."""
+        """Clip-level and per-segment (2.4 s windows every 0.96 s) probabilities of a recording."""
         waveform = load_audio(audio)
-        embeddings, speech_scores = self.speech_embeddings(waveform)
-        frame_outputs = self.speech_model(embeddings[None])[0]
-        temperature = self.speech_model.temperature
-        clip = softmax(attention_pool(frame_outputs), temperature)
-        segments = [{"start": round(start, 3), "end": round(end, 3), **self._result(p)}
-                    for (start, end), p in zip(frame_times(len(frame_outputs)),
-                                               softmax(frame_outputs[:, :-1], temperature))]
+        features, speech_scores = self.yamnet(speech_frames(waveform))
+        windows = segment_windows(len(features))
+        logits = self.speech_model(np.stack([clip_features(features)]
+                                            + [clip_features(features[start:end]) for start, end in windows]))
+        probabilities = softmax(logits, self.speech_model.temperature)
+        times = frame_times(len(features))
+        segments = [{"start": round(times[start][0], 3), "end": round(times[end - 1][1], 3), **self._result(p)}
+                    for (start, end), p in zip(windows, probabilities[1:])]
         silent = float(np.sqrt(np.mean(waveform ** 2))) < SILENCE_RMS
         status = "no_speech" if silent or speech_scores.max() < SPEECH_THRESHOLD else "ok"
-        return {"status": status, "duration": round(len(waveform) / 16000, 3),
-                "speech_score": round(float(speech_scores.max()), 4), **self._result(clip),
+        return {"status": status, "duration": round(len(waveform) / SAMPLE_RATE, 3),
+                "speech_score": round(float(speech_scores.max()), 4), **self._result(probabilities[0]),
                 "segments": segments}
 
     def fuse(self, face, speech, weights=None):
