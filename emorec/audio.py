@@ -42,7 +42,8 @@ def load_audio(source, max_seconds=MAX_SECONDS):
     except InputError:
         raise
     except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
-        raise InputError(f"{name}: not a readable audio file ({error})") from None
+        detail = getattr(error, "error_string", None) or str(error)  # libsndfile's words, without the stream's repr
+        raise InputError(f"{name}: not a readable audio file ({detail})") from None
     if samples.shape[0] == 0:
         raise InputError(f"{name}: audio holds no samples")
     mono = samples.mean(axis=1)

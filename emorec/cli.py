@@ -162,7 +162,10 @@ def evaluate(args):
         if not args.pairs:
             raise InputError("evaluate fusion needs --pairs (a manifest from `emorec pairs`)")
         conditions = list(evaluation.CONDITIONS) if args.robustness else ["clean"]
+        if args.adaptive is not None:
+            predictor.fusion_adaptive = args.adaptive
         report = {"split": f"pseudo-paired {Path(args.pairs).stem}", "manifest": str(args.pairs),
+                  "rule": predictor.fusion_rule, "adaptive": predictor.fusion_adaptive,
                   **evaluation.evaluate_fusion(predictor, _pairs(args.pairs), args.crops,
                                                args.weights and fusion.parse_weights(args.weights), conditions)}
         name = f"metrics-{Path(args.pairs).stem}"
@@ -189,10 +192,11 @@ def _cross_validate(args, predictor, folder):
     from . import train as training
     report = training.speech_cross_validation(args.data or _missing("--data"),
                                               predictor.models_dir / "yamnet" / "yamnet.tflite", args.cache)
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "cross-validation.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
     for name, recipe in report["recipes"].items():
-        print(f"{name:<56} 6-fold {recipe['cross_validation_mean']:.1%} +- {recipe['cross_validation_std']:.1%}"
+        print(f"{name:<56} {report['folds']}-fold {recipe['cross_validation_mean']:.1%} +- {recipe['cross_validation_std']:.1%}"
               f"  canonical test {recipe['canonical_test']:.1%}")
     print(f"-> {path}")
 
@@ -285,6 +289,8 @@ def parser():
     command.add_argument("--crops", action="store_true", help="fusion: the manifest's images are face crops")
     command.add_argument("--weights", help="fusion weights, e.g. face=0.6,speech=0.4 (default: the tuned ones)")
     command.add_argument("--robustness", action="store_true", help="fusion: also noisy, blurred, removed inputs")
+    command.add_argument("--adaptive", type=float,
+                         help="fusion: certainty weighting exponent, 0 for fixed weights (default: the tuned one)")
     command.add_argument("--out", help="report folder (default: the model's folder)")
     command.set_defaults(run=evaluate)
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import InputError
+
 
 def metrics(targets, predictions, labels):
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: truth)."""
@@ -17,12 +19,12 @@ def metrics(targets, predictions, labels):
                             minlength=size * size).reshape(size, size)
     per_class = {}
     for index, label in enumerate(labels):
-        hits = confusion[index, index]
+        hits, support = confusion[index, index], int((targets == index).sum())
         precision = hits / max(1, confusion[:, index].sum())
-        recall = hits / max(1, confusion[index].sum())
+        recall = hits / max(1, support)
         f1 = 2 * precision * recall / max(1e-12, precision + recall)
         per_class[label] = {"precision": round(float(precision), 4), "recall": round(float(recall), 4),
-                            "f1": round(float(f1), 4), "support": int(confusion[index].sum())}
+                            "f1": round(float(f1), 4), "support": support}
     present = [label for label in labels if per_class[label]["support"]]
     return {"samples": int(len(targets)),
             "accuracy": round(float((targets == predictions).mean()), 4),
@@ -102,8 +104,11 @@ def _white_noise(waveform, index, waveforms, rng, snr):
 
 
 def _babble(waveform, index, waveforms, rng, snr, talkers=6):
-    """Six other clips of the manifest summed behind this one: a crowd of talkers."""
-    others = rng.choice([i for i in range(len(waveforms)) if i != index], talkers, replace=False)
+    """Six other clips of the manifest (fewer if it is small) summed behind this one: a crowd."""
+    if len(waveforms) < 2:
+        raise InputError("babble noise needs a manifest of at least two pairs")
+    others = rng.choice([i for i in range(len(waveforms)) if i != index], min(talkers, len(waveforms) - 1),
+                        replace=False)
     length = max(len(waveforms[i]) for i in others)
     return _with_noise(waveform, sum(np.resize(waveforms[i], length) for i in others), snr)
 
@@ -145,7 +150,6 @@ def evaluate_fusion(predictor, rows, crops=False, weights=None, conditions=("cle
     import soundfile
     from tqdm import tqdm
     from .audio import SAMPLE_RATE, load_audio
-    from .errors import InputError
     from .image import load_image
 
     unknown = {row.get("label") for row in rows} - set(predictor.labels)

@@ -31,21 +31,26 @@ def parse_weights(text):
     return {name: weights.get(name, 0.0) / total for name in MODALITIES}
 
 
-def fuse(probabilities, weights, rule="sum"):
+def certainty(probabilities):
+    """1 minus the normalised entropy: 1 for a one-hot vector, 0 for a uniform one."""
+    p = np.clip(np.asarray(probabilities, np.float64), 1e-12, 1)
+    return float(1 + np.sum(p * np.log(p)) / np.log(len(p)))
+
+
+def fuse(probabilities, weights, rule="sum", adaptive=0.0):
     """Fuse {modality: probability vector} with normalised weights.
 
     "sum" is the weighted mean of the probabilities; "product" the weighted geometric mean
-    (log-linear pooling), renormalised. Modalities absent from `probabilities` are left out
-    and the remaining weights renormalised; a modality whose weight is zero has no say.
+    (log-linear pooling), renormalised. With `adaptive` > 0 each weight is scaled by the
+    modality's certainty to that power, so an unsure modality (a blurred face) has less say.
+    Modalities absent from `probabilities` are left out and the remaining weights renormalised;
+    a modality whose weight is zero has no say. Returns the fused vector and the weights used.
     """
-    present = {name: np.asarray(p, np.float64) for name, p in probabilities.items()
-               if weights.get(name, 0) > 0}
-    if not present:
-        present = {name: np.asarray(p, np.float64) for name, p in probabilities.items()}
-        used = {name: 1 / len(present) for name in present}
-    else:
-        total = sum(weights[name] for name in present)
-        used = {name: weights[name] / total for name in present}
+    base = {name: weights.get(name, 0) for name in probabilities if weights.get(name, 0) > 0}
+    base = base or dict.fromkeys(probabilities, 1.0)
+    present = {name: np.asarray(probabilities[name], np.float64) for name in base}
+    raw = {name: base[name] * max(certainty(p), 1e-6) ** adaptive for name, p in present.items()}
+    used = {name: value / sum(raw.values()) for name, value in raw.items()}
     if rule == "sum":
         fused = sum(used[name] * p for name, p in present.items())
     elif rule == "product":

@@ -47,7 +47,10 @@ def load_image(source, max_pixels=MAX_PIXELS):
         raise InputError(f"{name}: unsupported image format {kind}; use JPEG, PNG, BMP or WebP")
     if width * height > max_pixels:
         raise InputError(f"{name}: image is {width}x{height}, over the {max_pixels:,}-pixel limit")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # OpenCV's own limits, e.g. a header that lies about the width
+        image = None
     if image is None or image.size == 0:
         raise InputError(f"{name}: image data is corrupt or truncated")
     return image
@@ -84,6 +87,7 @@ class FaceDetector:
     """YuNet through cv2.FaceDetectorYN; safe to share between threads."""
 
     def __init__(self, model_path, score_threshold=0.7):
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # not its backend notes
         self._detector = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320),
                                                    score_threshold, 0.3, 5000)
         self._lock = threading.Lock()

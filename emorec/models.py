@@ -66,12 +66,14 @@ class YAMNet(TFLiteModel):
     """YAMNet run one 0.975 s frame at a time: per-frame features and the 'Speech' score.
 
     A frame's features are the globally averaged activations of the chosen MobileNet layers
-    (1-14, each layer's pointwise-conv output; 15 is the 1024-d embedding), concatenated.
+    (2-14, each layer's pointwise-conv output; 15 is the 1024-d embedding), concatenated.
     """
 
     def __init__(self, path, layers=(15,), threads=1):
         super().__init__(path, threads, preserve=True)
         indices = {d["name"].split(";")[0]: d["index"] for d in self.interpreter.get_tensor_details()}
+        if not set(layers) <= set(range(2, 16)):
+            raise ValueError(f"YAMNet feature layers are 2-15, not {sorted(set(layers) - set(range(2, 16)))}")
         self.layers = [indices[EMBEDDING_TENSOR if layer == 15 else LAYER_TENSOR.format(layer)]
                        for layer in layers]
 

@@ -33,6 +33,10 @@ class Predictor:
         settings_path = models_dir / "fusion" / "fusion.json"
         settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
         self.fusion_rule = settings.get("rule", "sum")
+        if self.fusion_rule not in fusion.RULES:
+            raise ValueError(f"{settings_path}: unknown fusion rule {self.fusion_rule!r}; "
+                             f"choose from {', '.join(fusion.RULES)}")
+        self.fusion_adaptive = settings.get("adaptive", 0.0)
         self.default_weights = fusion.parse_weights(settings.get("weights", {"face": 0.5, "speech": 0.5}))
 
     def _result(self, probabilities):
@@ -89,10 +93,11 @@ class Predictor:
                   if result is not None and result["status"] == "ok"}
         if not usable:
             return {"status": "no_signal", "label": None, "confidence": None, "probabilities": None,
-                    "weights": weights, "sources": []}
-        probabilities, used = fusion.fuse(usable, weights, self.fusion_rule)
+                    "weights": weights, "effective_weights": {}, "sources": []}
+        probabilities, used = fusion.fuse(usable, weights, self.fusion_rule, self.fusion_adaptive)
         status = "fused" if len(used) == 2 else f"{next(iter(used))}_only"
         return {"status": status, **self._result(probabilities), "weights": weights,
+                "effective_weights": {name: round(value, 4) for name, value in used.items()},
                 "sources": sorted(used)}
 
     def predict(self, image=None, audio=None, weights=None, crops=False):

@@ -162,10 +162,14 @@ def openapi_document(labels, max_upload_bytes):
                                  "duration": {"type": "number", "description": "seconds"},
                                  "speech_score": share, **prediction,
                                  "segments": {"type": "array", "items": _ref("Segment"),
-                                              "description": "0.975 s windows every 0.48 s"}}),
+                                              "description": "2.4 s windows every 0.96 s"}}),
         "FusionResult": _object({"status": {"enum": ["fused", "face_only", "speech_only", "no_signal"]},
                                  **open_prediction,
                                  "weights": _object({"face": share, "speech": share}),
+                                 "effective_weights": {
+                                     "type": "object", "additionalProperties": share,
+                                     "description": "the weights applied: the sources' weights scaled by "
+                                                    "their certainty and renormalised"},
                                  "sources": {"type": "array", "items": {"enum": ["face", "speech"]}}}),
         "PredictResult": _object({"face": _nullable(_ref("FaceResult")), "speech": _nullable(_ref("SpeechResult")),
                                   "fusion": _ref("FusionResult")}),

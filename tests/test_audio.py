@@ -5,7 +5,8 @@ import pytest
 import soundfile
 import soxr
 
-from emorec.audio import FRAME_SAMPLES, HOP_SAMPLES, SAMPLE_RATE, frame_times, load_audio, speech_frames
+from emorec.audio import (FRAME_SAMPLES, HOP_SAMPLES, SAMPLE_RATE, frame_times, load_audio, segment_windows,
+                          speech_frames)
 from emorec.errors import InputError
 from emorec.labels import LABELS
 
@@ -177,6 +178,32 @@ def test_frame_times():
     assert times == [(0.0, 0.975), (0.48, 1.455), (0.96, 1.935)]
 
 
+@pytest.mark.parametrize("count, expected", [
+    (1, [(0, 1)]),
+    (3, [(0, 3)]),  # short: one window of every frame
+    (4, [(0, 4)]),  # exactly one window
+    (5, [(0, 4), (1, 5)]),  # the last window moves back to end on the last frame
+    (6, [(0, 4), (2, 6)]),  # windows fit exactly
+    (9, [(0, 4), (2, 6), (4, 8), (5, 9)]),  # the 4.4 s test clip
+    (10, [(0, 4), (2, 6), (4, 8), (6, 10)]),
+])
+def test_segment_windows(count, expected):
+    assert segment_windows(count) == expected
+
+
+@pytest.mark.parametrize("size, hop", [(4, 2), (3, 1), (5, 3), (2, 2)])
+def test_segment_windows_cover_every_frame(size, hop):
+    for count in range(1, 40):
+        windows = segment_windows(count, size, hop)
+        starts = [start for start, _ in windows]
+        assert starts[0] == 0 and windows[-1][1] == count  # the last window reaches the last frame
+        assert all(end - start == min(size, count) for start, end in windows)
+        assert all(0 < step <= hop for step in np.diff(starts))  # no gap, no repeat
+        assert np.diff(starts)[:-1].tolist() == [hop] * (len(starts) - 2)  # a regular hop but for the last
+        covered = set().union(*(range(start, end) for start, end in windows))
+        assert covered == set(range(count))
+
+
 # ---- predictions ------------------------------------------------------------------------
 
 def test_clip_prediction(clip_result):
@@ -209,16 +236,39 @@ def test_silent_audio_leaves_fusion_to_the_face(predictor, astronaut):
     assert result["fusion"]["status"] == "face_only" and result["fusion"]["sources"] == ["face"]
 
 
+def segment_times(windows, count):
+    times = frame_times(count)
+    return [(round(times[start][0], 3), round(times[end - 1][1], 3)) for start, end in windows]
+
+
+def test_clip_segments_are_overlapping_windows(clip_result):
+    """9 frames: 2.415 s windows every 0.96 s, the last one moved back to end on the last frame."""
+    segments = clip_result["segments"]
+    assert [(s["start"], s["end"]) for s in segments] == [(0.0, 2.415), (0.96, 3.375), (1.92, 4.335), (2.4, 4.815)]
+    assert [(s["start"], s["end"]) for s in segments] == segment_times(segment_windows(9), 9)
+    assert segments[-1]["end"] >= clip_result["duration"] > segments[-2]["end"]
+
+
+def test_short_clip_has_one_segment_equal_to_the_clip(predictor, waveform):
+    result = predictor.predict_speech(wav_bytes(waveform[:int(1.5 * SAMPLE_RATE)]))  # 3 frames
+    (segment,) = result["segments"]
+    assert (segment["start"], segment["end"]) == (0.0, 1.935)
+    assert segment["probabilities"] == result["probabilities"] and segment["label"] == result["label"]
+
+
 def test_long_clip_gives_many_segments(predictor):
     parts = [soundfile.read(shared(RAVDESS / "Actor_22" / name))[0]
              for name in ("03-01-03-02-01-01-22.wav", "03-01-04-02-01-01-22.wav", "03-01-05-02-01-01-22.wav")]
     waveform = np.concatenate(parts)
     result = predictor.predict_speech(wav_bytes(waveform))
     segments = result["segments"]
-    assert len(segments) == len(speech_frames(waveform)) >= 10
+    count = len(speech_frames(waveform))
+    assert len(segments) == len(segment_windows(count)) >= 10
+    assert [(s["start"], s["end"]) for s in segments] == segment_times(segment_windows(count), count)
     starts = [segment["start"] for segment in segments]
     assert starts == sorted(set(starts)) and starts[0] == 0
-    np.testing.assert_allclose(np.diff(starts), HOP_SAMPLES / SAMPLE_RATE, atol=1e-3)
-    assert all(segment["end"] - segment["start"] == pytest.approx(0.975, abs=1e-3) for segment in segments)
+    np.testing.assert_allclose(np.diff(starts)[:-1], 2 * HOP_SAMPLES / SAMPLE_RATE, atol=1e-3)
+    assert all(segment["end"] - segment["start"] == pytest.approx(2.415, abs=1e-3) for segment in segments)
     assert segments[-1]["end"] >= result["duration"]
     assert segments[-2]["end"] < result["duration"]
+    assert len({segment["label"] for segment in segments}) > 1  # three emotions in a row

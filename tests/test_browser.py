@@ -86,7 +86,7 @@ def test_upload_analyse_and_reweigh(page):
         assert page.locator(f"#{name}-bars .bar.best").count() == 1
     assert page.locator("#fusion-bars .bar-value").all_text_contents()[0].endswith("%")
     assert page.text_content("#face-note") == "One face found."
-    assert page.locator("#timeline .segment").count() == 9
+    assert page.locator("#timeline .segment").count() == 4  # 2.4 s windows every 0.96 s over 4.4 s
     assert page.text_content("#fusion-note").startswith("Face and voice together")
     screenshot(page, "browser.png")
 

@@ -2,16 +2,19 @@
 
 import csv
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from emorec.cli import main
-from emorec.labels import LABELS
+from emorec.evaluate import CONDITIONS
+from emorec.labels import LABELS, RAVDESS
+from emorec.predictor import Predictor
 
-from conftest import (assert_valid_result, error_lines, gradient, image_bytes, run_cli, tone, wav_bytes,
-                      write)
+from conftest import (PAIR_ACTORS, PAIR_LABELS, assert_valid_result, error_lines, gradient, image_bytes, run_cli,
+                      tone, wav_bytes, write)
 
 
 # ---- subprocesses -----------------------------------------------------------------------
@@ -202,12 +205,20 @@ def test_batch_named_missing_file_is_an_error_row(cli_predictor, capsys, tmp_pat
     (["evaluate", "speech", "--data", "{tmp}", "--split", "public-test"], "unknown RAVDESS split 'public-test'"),
     (["evaluate", "face", "--data", "{tmp}", "--split", "validation"], "unknown FER2013 split 'validation'"),
     (["evaluate", "face", "--data", "{missing}"], "no FER2013 folder or csv"),
+    (["evaluate", "face"], "give --data"),
+    (["evaluate", "fusion"], "evaluate fusion needs --pairs (a manifest from `emorec pairs`)"),
+    (["evaluate", "fusion", "--pairs", "{missing}"], "{missing}: cannot read the pairs csv"),
+    (["evaluate", "fusion", "--pairs", "{unlabelled}"], "the pairs csv needs a label column"),
+    (["pairs", "--faces", "{fer_csv}", "--speech", "{tmp}", "--out", "{tmp}/pairs.csv"],
+     "{fer_csv}: pair manifests need the FER2013 folder layout"),
 ])
 def test_errors_exit_2_with_one_message(cli_predictor, capsys, tmp_path, astronaut, args, message):
     corpus = write(tmp_path, "ravdess/03-01-05-01-01-01-21.wav", wav_bytes(tone(0.2)))
     names = {"missing": tmp_path / "missing.file", "astronaut": astronaut, "tmp": tmp_path,
              "wrong_columns": write(tmp_path, "wrong.csv", "photo,clip\na.png,b.wav\n"),
-             "binary": write(tmp_path, "binary.csv", b"\xff\xfe\x00\x81" * 100)}
+             "binary": write(tmp_path, "binary.csv", b"\xff\xfe\x00\x81" * 100),
+             "unlabelled": write(tmp_path, "unlabelled.csv", "image,audio\na.png,b.wav\n"),
+             "fer_csv": write(tmp_path, "fer2013.csv", "emotion,pixels,Usage\n")}
     assert corpus.exists()
     code, out, err = run_main(capsys, *(arg.format(**names) for arg in args))
     assert code == 2
@@ -228,3 +239,97 @@ def test_evaluate_face_on_a_tiny_folder(cli_predictor, capsys, tmp_path):
     assert report["samples"] == 7 and report["labels"] == list(LABELS)
     assert np.array(report["confusion"]).sum(axis=1).tolist() == [1] * 7
     assert (tmp_path / "report" / "metrics-private-test.png").stat().st_size > 0
+
+
+# ---- pseudo-pairs, fusion evaluation and calibration ------------------------------------
+
+def pairs_args(pair_corpus, out, *options):
+    return ["pairs", "--faces", pair_corpus["faces"], "--speech", pair_corpus["speech"], "--out", out, *options]
+
+
+@pytest.fixture(scope="module")
+def manifest(pair_corpus, tmp_path_factory):
+    """`emorec pairs` on the real mini corpus: test split, two faces per clip."""
+    path = tmp_path_factory.mktemp("manifest") / "pairs-test.csv"
+    assert main([str(arg) for arg in pairs_args(pair_corpus, path, "--per-clip", "2")]) == 0
+    return path
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+@pytest.mark.parametrize("split, usage", [("test", "PrivateTest"), ("validation", "PublicTest")])
+def test_pairs_manifest(capsys, pair_corpus, manifest, tmp_path, split, usage):
+    out = tmp_path / "pairs.csv"
+    code, printed, _ = run_main(capsys, *pairs_args(pair_corpus, out, "--split", split, "--per-clip", "2"))
+    clips = len(PAIR_LABELS) * len(PAIR_ACTORS[split])
+    assert code == 0 and printed == f"{2 * clips} pseudo-pairs ({split}) -> {out}\n"
+    rows = read_rows(out)
+    assert rows[0] == ["image", "audio", "label"] and len(rows) == 1 + 2 * clips
+    for image, audio, label in rows[1:]:
+        image, audio = Path(image), Path(audio)
+        assert image.parent.name == label and image.name.startswith(f"{usage}_")
+        assert RAVDESS[audio.name.split("-")[2]] == label
+        assert int(audio.stem.split("-")[6]) in PAIR_ACTORS[split]
+    assert {row[1] for row in rows[1:]} == {str(path) for path in Path(pair_corpus["speech"]).rglob("*.wav")
+                                            if int(path.stem[-2:]) in PAIR_ACTORS[split]}
+    if split == "test":
+        assert rows == read_rows(manifest)  # the default seed, again: the same pairs
+        run_main(capsys, *pairs_args(pair_corpus, out, "--per-clip", "2", "--seed", "1"))
+        reseeded = read_rows(out)  # the same clips in the same order, other faces
+        assert [row[1:] for row in reseeded] == [row[1:] for row in rows] and reseeded != rows
+
+
+def test_evaluate_fusion_command(cli_predictor, capsys, manifest, tmp_path):
+    code, out, _ = run_main(capsys, "evaluate", "fusion", "--pairs", manifest, "--crops", "--robustness",
+                            "--out", tmp_path / "report")
+    assert code == 0
+    report = json.loads((tmp_path / "report" / "metrics-pairs-test.json").read_text())
+    assert (tmp_path / "report" / "metrics-pairs-test.png").stat().st_size > 0
+    assert report["split"] == "pseudo-paired pairs-test" and report["manifest"] == str(manifest)
+    assert report["pairs"] == report["samples"] == 12 and report["weights"] == cli_predictor.default_weights
+    assert list(report["conditions"]) == list(CONDITIONS)
+    assert report["conditions"]["face removed"]["face"] is None
+    assert report["conditions"]["speech removed"]["speech"] is None
+    clean = report["conditions"]["clean"]
+    assert report["accuracy"] == clean["fused"] and np.array(report["confusion"]).sum() == 12
+    lines = out.splitlines()
+    assert lines[:-1] == [f"{name:<48} " + "  ".join(f"{modality} {value:.2%}" for modality, value in accuracy.items()
+                                                     if value is not None)
+                          for name, accuracy in report["conditions"].items()]
+    assert lines[5].startswith("speech + babble 10 dB") and "face" in lines[5] and "speech" in lines[5]
+    assert lines[-1].startswith(f"fusion on pseudo-paired pairs-test: accuracy {clean['fused']:.2%}")
+    assert lines[-1].endswith(f"over 12 samples -> {tmp_path / 'report' / 'metrics-pairs-test.json'}")
+
+
+def test_calibrate_writes_into_the_models_folder(capsys, pair_corpus, models_folder, astronaut, clip):
+    cards = {name: json.loads((models_folder / name / "model.json").read_text()) for name in ("face", "speech")}
+    code, out, err = run_main(capsys, "--models", models_folder, "calibrate", "--faces", pair_corpus["faces"],
+                              "--speech", pair_corpus["speech"], "--per-clip", "2", "--seed", "3")
+    assert code == 0, err
+    clips = len(PAIR_LABELS) * len(PAIR_ACTORS["validation"])
+    for name, samples in (("face", 2 * len(PAIR_LABELS)), ("speech", clips)):  # PublicTest faces, actors 17-18
+        card = json.loads((models_folder / name / "model.json").read_text())
+        assert card["temperature"] == card["calibration"]["temperature"] > 0
+        assert card["calibration"]["samples"] == samples
+        assert {key: value for key, value in card.items() if key not in ("temperature", "calibration")} == \
+            {key: value for key, value in cards[name].items() if key not in ("temperature", "calibration")}
+        assert f"{name}: temperature {card['temperature']:.3f}" in out
+    settings = json.loads((models_folder / "fusion" / "fusion.json").read_text())
+    validation = settings["validation"]
+    assert validation["pairs"] == 2 * clips and validation["faces_per_clip"] == 2 and validation["seed"] == 3
+    assert list(validation["rules"]) == ["sum", "product", "stacker"]
+    assert settings["rule"] in validation["rules"]
+    assert f"validation pseudo-pairs: {2 * clips};" in out and f"kept: {settings['rule']}," in out
+
+    calibrated = Predictor(models_folder)
+    assert calibrated.fusion_rule == settings["rule"]
+    assert calibrated.default_weights == pytest.approx(settings["weights"])
+    for name in ("face", "speech"):
+        model = getattr(calibrated, f"{name}_model")
+        assert model.temperature == json.loads((models_folder / name / "model.json").read_text())["temperature"]
+    result = calibrated.predict(image=astronaut, audio=clip)
+    assert result["fusion"]["status"] == "fused" and result["fusion"]["weights"] == calibrated.default_weights
+    assert_valid_result(result["fusion"], LABELS)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from emorec import datasets
-from emorec.datasets import fer2013, parse_speech_name, ravdess_split, speech_clips
+from emorec.datasets import fer2013, pair_up, parse_speech_name, pseudo_pairs, ravdess_split, speech_clips
 from emorec.errors import InputError
 from emorec.labels import FER2013_CSV, LABELS, preset
 
@@ -198,6 +198,9 @@ def test_ravdess_split_actor_ranges():
 
 def test_ravdess_split_on_generated_corpus(speech_corpus):
     clips = speech_clips(speech_corpus)
+    # EmoDB speaker 3 is not RAVDESS actor 3: only RAVDESS-named clips are in a RAVDESS split.
+    assert [clip[0].split(str(speech_corpus))[1] for clip in ravdess_split(clips, "train")] == \
+        ["/ravdess/Actor_01/03-01-03-01-01-01-01.wav"]
     assert [clip[2] for clip in ravdess_split(clips, "validation")] == [17]
     assert [clip[2] for clip in ravdess_split(clips, "test")] == [24]
     assert "train" in datasets.SPEECH_SPLITS
@@ -212,3 +215,74 @@ def test_shared_ravdess_splits_are_speaker_independent():
     actors = {split: {clip[2] for clip in ravdess_split(clips, split)} for split in datasets.SPEECH_SPLITS}
     assert [len(actors[split]) for split in ("train", "validation", "test")] == [16, 4, 4]
     assert sum(len(ravdess_split(clips, split)) for split in datasets.SPEECH_SPLITS) == len(clips)
+
+
+# ---- pseudo-pairs -----------------------------------------------------------------------
+
+CLIP_TARGETS = [0, 3, 3, 0, 3, 3, 3]
+FACE_TARGETS = [3, 0, 3, 5, 3, 0, 0]  # happy (3) faces at 0, 2, 4; angry (0) at 1, 5, 6
+
+
+@pytest.mark.parametrize("per_clip", [1, 2, 5])
+def test_pair_up_deals_faces_of_the_same_label(per_clip):
+    pairs = pair_up(CLIP_TARGETS, FACE_TARGETS, per_clip, seed=0)
+    assert [clip for clip, _ in pairs] == [clip for clip in range(len(CLIP_TARGETS)) for _ in range(per_clip)]
+    assert all(FACE_TARGETS[face] == CLIP_TARGETS[clip] for clip, face in pairs)
+    for label in (0, 3):
+        dealt = [face for clip, face in pairs if CLIP_TARGETS[clip] == label]
+        deck = np.flatnonzero(np.array(FACE_TARGETS) == label)
+        # Each face of the label once before any face twice: the shuffled deck cycles in one order.
+        first = dealt[:len(deck)]
+        assert len(set(first)) == len(first) and set(first) <= set(deck)
+        assert dealt == [first[i % len(deck)] for i in range(len(dealt))]
+
+
+def test_pair_up_is_seeded():
+    first = pair_up(CLIP_TARGETS, FACE_TARGETS, 3, seed=1)
+    assert pair_up(CLIP_TARGETS, FACE_TARGETS, 3, seed=1) == first
+    assert any(pair_up(CLIP_TARGETS, FACE_TARGETS, 3, seed=seed) != first for seed in range(2, 6))
+
+
+def test_pair_up_needs_a_face_of_every_clip_label():
+    with pytest.raises(InputError, match="no face of label index 6"):
+        pair_up([0, 6], FACE_TARGETS)
+    assert pair_up([], FACE_TARGETS) == []
+
+
+@pytest.fixture
+def pairing_corpus(fer_folder, tmp_path):
+    """RAVDESS-named clips for the labels of fer_folder's test faces, and some that must be left out."""
+    names = {"Actor_17/03-01-04-01-01-01-17.wav": "sad", "Actor_17/03-01-05-02-01-01-17.wav": "angry",
+             "Actor_20/03-01-05-01-02-01-20.wav": "angry", "Actor_21/03-01-06-01-01-01-21.wav": "fear",
+             "Actor_24/03-01-01-01-01-02-24.wav": "neutral",
+             "Actor_01/03-01-05-01-01-01-01.wav": None,  # train actor
+             "Actor_18/03-01-02-01-01-01-18.wav": None,  # calm
+             "emodb/17a01Wa.wav": None}  # EmoDB speaker 17 is no validation actor
+    for name in names:
+        write(tmp_path / "ravdess", name, wav_bytes(tone(0.1)))
+    return tmp_path / "ravdess", names
+
+
+@pytest.mark.parametrize("split, faces", [("validation", "PublicTest_"), ("test", "PrivateTest_")])
+def test_pseudo_pairs(fer_folder, pairing_corpus, split, faces):
+    speech, names = pairing_corpus
+    rows = pseudo_pairs(fer_folder, speech, split, per_clip=2, seed=0)
+    actors = datasets.SPEECH_SPLITS[split]
+    expected = sorted(name for name, label in names.items() if label and int(name[6:8]) in actors)
+    assert sorted({audio.split("ravdess/")[1] for _, audio, _ in rows}) == expected
+    assert len(rows) == 2 * len(expected)
+    for image, audio, label in rows:
+        assert label == names[audio.split("ravdess/")[1]]
+        assert image.startswith(str(fer_folder)) and f"/{label}/{faces}" in image
+    assert pseudo_pairs(fer_folder, speech, split, per_clip=2, seed=0) == rows
+
+
+def test_pseudo_pairs_errors(fer_folder, fer_csv, pairing_corpus, tmp_path):
+    speech, _ = pairing_corpus
+    with pytest.raises(InputError, match="unknown pair split 'train'"):
+        pseudo_pairs(fer_folder, speech, "train")
+    with pytest.raises(InputError, match="pair manifests need the FER2013 folder layout"):
+        pseudo_pairs(fer_csv, speech, "validation")
+    write(speech, "Actor_19/03-01-03-01-01-01-19.wav", wav_bytes(tone(0.1)))  # happy: no happy PublicTest face
+    with pytest.raises(InputError, match=f"no face of label index {LABELS.index('happy')}"):
+        pseudo_pairs(fer_folder, speech, "validation")

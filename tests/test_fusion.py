@@ -133,7 +133,8 @@ def test_default_fusion_uses_both(both, predictor):
     assert_valid_result(fused, LABELS)
     face = np.array(list(both["face"]["probabilities"].values()))
     speech = np.array(list(both["speech"]["probabilities"].values()))
-    expected, _ = fuse({"face": face, "speech": speech}, predictor.default_weights, predictor.fusion_rule)
+    expected, _ = fuse({"face": face, "speech": speech}, predictor.default_weights, predictor.fusion_rule,
+                       predictor.fusion_adaptive)
     np.testing.assert_allclose(list(fused["probabilities"].values()), expected, atol=2e-6)
 
 
@@ -181,8 +182,33 @@ def test_predictor_rejects_bad_weights_and_no_input(predictor, astronaut):
 
 def test_product_rule_setting(predictor, astronaut, clip, both, monkeypatch):
     monkeypatch.setattr(predictor, "fusion_rule", "product")
+    monkeypatch.setattr(predictor, "fusion_adaptive", 0.0)
     fused = predictor.predict(image=astronaut, audio=clip)["fusion"]
     face = np.array(list(both["face"]["probabilities"].values()))
     speech = np.array(list(both["speech"]["probabilities"].values()))
     expected = np.sqrt(face * speech)
     np.testing.assert_allclose(list(fused["probabilities"].values()), expected / expected.sum(), atol=2e-6)
+
+
+def test_certainty_is_one_for_one_hot_and_zero_for_uniform():
+    assert fusion.certainty([1.0, 0.0, 0.0]) == pytest.approx(1.0)
+    assert fusion.certainty([1 / 3] * 3) == pytest.approx(0.0, abs=1e-9)
+    assert 0 < fusion.certainty([0.6, 0.3, 0.1]) < 1
+
+
+@pytest.mark.parametrize("rule", fusion.RULES)
+def test_adaptive_weighting_silences_an_unsure_modality(rule):
+    unsure, sure = np.full(3, 1 / 3), np.array([0.1, 0.7, 0.2])
+    fused, used = fuse({"face": unsure, "speech": sure}, EVEN, rule, adaptive=1.0)
+    assert used["face"] < 1e-5 and used["speech"] == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(fused, sure, atol=1e-4)
+    _, fixed = fuse({"face": unsure, "speech": sure}, EVEN, rule, adaptive=0.0)
+    assert fixed == pytest.approx(EVEN)
+
+
+def test_adaptive_weighting_scales_weights_by_certainty():
+    face, speech = np.array([0.8, 0.1, 0.1]), np.array([0.5, 0.3, 0.2])
+    _, used = fuse({"face": face, "speech": speech}, {"face": 0.25, "speech": 0.75}, "product", adaptive=1.0)
+    raw = {"face": 0.25 * fusion.certainty(face), "speech": 0.75 * fusion.certainty(speech)}
+    assert used["face"] == pytest.approx(raw["face"] / sum(raw.values()))
+    assert sum(used.values()) == pytest.approx(1.0)

@@ -6,26 +6,12 @@ import threading
 import numpy as np
 import pytest
 
-from emorec.audio import load_audio, speech_frames
+from emorec.audio import load_audio, segment_windows, speech_frames
 from emorec.labels import LABELS
-from emorec.models import MODELS_DIR, softmax
-from emorec.predictor import Predictor, attention_pool
+from emorec.models import MODELS_DIR, clip_features, softmax
+from emorec.predictor import Predictor
 
-from conftest import assert_valid_result
-
-
-def models_copy(folder, face_card=None, speech_card=None, fusion=None):
-    """A models folder linking to the bundled model files, with edited cards and settings."""
-    for name in ("face_detection", "yamnet"):
-        (folder / name).symlink_to(MODELS_DIR / name)
-    for name, changes in (("face", face_card), ("speech", speech_card)):
-        (folder / name).mkdir()
-        (folder / name / "model.tflite").symlink_to(MODELS_DIR / name / "model.tflite")
-        card = json.loads((MODELS_DIR / name / "model.json").read_text())
-        (folder / name / "model.json").write_text(json.dumps({**card, **(changes or {})}))
-    if fusion is not None:
-        (folder / "fusion.json").write_text(json.dumps(fusion))
-    return folder
+from conftest import assert_valid_result, models_copy
 
 
 def test_result_is_json_serialisable(predictor, astronaut, clip):
@@ -46,19 +32,23 @@ def test_classify_faces(predictor):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-6)
 
 
-def test_speech_segments_follow_the_frames(predictor, clip, clip_result):
-    frames = speech_frames(load_audio(clip))
-    assert len(clip_result["segments"]) == len(frames)
-    embeddings, scores = predictor.speech_embeddings(load_audio(clip))
-    assert embeddings.shape == (len(frames), 1024) and scores.shape == (len(frames),)
+def test_speech_head_reads_pooled_yamnet_layer_features(predictor, clip, clip_result):
+    """Clip and segment probabilities are the head on mean+std of the card's YAMNet layers."""
+    features, scores = predictor.yamnet(speech_frames(load_audio(clip)))
+    assert features.shape == (9, predictor.speech_model.input["shape"][-1] // 2)  # 9 frames in 4.4 s
+    assert scores.shape == (9,)
     assert clip_result["speech_score"] == pytest.approx(scores.max(), abs=1e-4)
 
+    def probabilities(rows):
+        return softmax(predictor.speech_model(np.stack([clip_features(row) for row in rows])),
+                       predictor.speech_model.temperature)
 
-def test_attention_pool():
-    logits = np.array([[1.0, 0.0, 5.0], [0.0, 1.0, 5.0]])  # equal attention: the mean
-    np.testing.assert_allclose(attention_pool(logits), [0.5, 0.5])
-    logits = np.array([[1.0, 0.0, 50.0], [0.0, 1.0, 0.0]])  # one frame dominates
-    np.testing.assert_allclose(attention_pool(logits), [1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(list(clip_result["probabilities"].values()), probabilities([features])[0], atol=2e-6)
+    windows = segment_windows(len(features))
+    assert len(clip_result["segments"]) == len(windows) == 4
+    expected = probabilities([features[start:end] for start, end in windows])
+    for segment, row in zip(clip_result["segments"], expected):
+        np.testing.assert_allclose(list(segment["probabilities"].values()), row, atol=2e-6)
 
 
 def test_repeat_predictions_are_identical(predictor, astronaut, clip):
@@ -104,6 +94,19 @@ def test_models_folder_with_fusion_settings(tmp_path, astronaut, clip):
                                atol=2e-6)
 
 
+def test_fusion_settings_live_in_the_fusion_folder(tmp_path):
+    folder = models_copy(tmp_path)
+    (folder / "fusion.json").write_text(json.dumps({"rule": "product", "weights": {"face": 1, "speech": 0}}))
+    custom = Predictor(folder)  # the old place, <models>/fusion.json, is not read
+    assert custom.fusion_rule == "sum" and custom.default_weights == {"face": 0.5, "speech": 0.5}
+
+
+def test_unknown_fusion_rule_is_refused_at_load(tmp_path):
+    folder = models_copy(tmp_path, fusion={"rule": "stacker", "weights": {"face": 0.5, "speech": 0.5}})
+    with pytest.raises(ValueError, match="fusion rule 'stacker'"):
+        Predictor(folder)
+
+
 def test_mismatched_labels_are_refused(tmp_path):
     folder = models_copy(tmp_path, speech_card={"labels": list(reversed(LABELS))})
     with pytest.raises(ValueError, match="differ"):
@@ -135,7 +138,7 @@ def test_flip_test_time_augmentation(tmp_path, predictor):
     flipped = Predictor(folder).classify_faces([face])[0]
     batch = face[None, :, :, None].astype(np.float32) / 255
     logits = (predictor.face_model(batch) + predictor.face_model(batch[:, :, ::-1]))[0] / 2
-    np.testing.assert_allclose(flipped, softmax(logits), atol=1e-6)
+    np.testing.assert_allclose(flipped, softmax(logits, predictor.face_model.temperature), atol=1e-6)
 
 
 def test_predict_face_result_shape(predictor, astronaut):

@@ -1,6 +1,7 @@
 """Training (Keras 3) on tiny generated data: checkpoints, resume, export, and Keras/LiteRT parity."""
 
 import csv
+import functools
 import json
 import shutil
 
@@ -13,10 +14,11 @@ pytest.importorskip("keras")
 from emorec import datasets, train  # noqa: E402
 from emorec.image import face_input  # noqa: E402
 from emorec.labels import LABELS, preset  # noqa: E402
-from emorec.models import Classifier, softmax  # noqa: E402
-from emorec.predictor import attention_pool as numpy_attention_pool  # noqa: E402
+from emorec.audio import load_audio, speech_frames  # noqa: E402
+from emorec.models import MODELS_DIR, Classifier, YAMNet, clip_features, softmax  # noqa: E402
+from emorec.predictor import Predictor  # noqa: E402
 
-from conftest import FER2013, shared, tone, wav_bytes, write  # noqa: E402
+from conftest import CLIP, FER2013, RAVDESS, models_copy, shared, tone, wav_bytes, write  # noqa: E402
 
 # Keras 3 on NumPy 2 warns about __array__ on every converted tensor; nothing to act on here.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -197,34 +199,157 @@ def test_fer2013_csv_for_training_round_trip(tmp_path):
 
 # ---- the speech head --------------------------------------------------------------------
 
-def test_attention_pool_matches_serving():
-    rng = np.random.default_rng(0)
-    outputs = rng.normal(size=(2, 5, 8)).astype(np.float32)
-    mask = np.array([[True] * 5, [True, True, True, False, False]])
-    pooled = np.asarray(train.attention_pool(outputs, mask))
-    np.testing.assert_allclose(pooled[0], numpy_attention_pool(outputs[0]), atol=1e-5)
-    np.testing.assert_allclose(pooled[1], numpy_attention_pool(outputs[1, :3]), atol=1e-5)
+YAMNET = MODELS_DIR / "yamnet" / "yamnet.tflite"
+SPEECH_WIDTH = 2 * (256 + 4 * 512)  # mean and std of YAMNet layers 6-10
+REAL_CLIPS = [CLIP, RAVDESS / "Actor_21" / "03-01-03-02-01-01-21.wav"]
 
 
-def test_pad_sequences():
-    batch, mask = train.pad_sequences([np.ones((2, 4)), np.ones((5, 4))])
-    assert batch.shape == (2, 5, 4) and mask.tolist() == [[True, True, False, False, False], [True] * 5]
-    assert batch[0, 2:].sum() == 0
+def tone_corpus(folder, actors, emotions=("01", "03", "05")):
+    """RAVDESS-named tone 'clips', one per actor and emotion, each of its own pitch and length."""
+    for actor in actors:
+        for emotion in emotions:
+            write(folder / f"Actor_{actor:02d}", f"03-01-{emotion}-01-01-01-{actor:02d}.wav",
+                  wav_bytes(tone(0.3 + 0.4 * actor / 24, frequency=200 * int(emotion) + actor)))
+    return folder
 
 
-def test_train_speech_on_a_tiny_corpus(tmp_path, predictor):
-    """Actors 1-20 with a few tone 'clips' each: embeddings cached, head trained, exported, served."""
-    for actor in (1, 2, 17, 18):
-        for emotion in ("01", "03", "05"):
-            write(tmp_path / "corpus" / f"Actor_{actor:02d}", f"03-01-{emotion}-01-01-01-{actor:02d}.wav",
-                  wav_bytes(tone(0.3 + 0.4 * actor / 18, frequency=200 * int(emotion) + actor)))
-    yamnet = predictor.models_dir / "yamnet" / "yamnet.tflite"
-    network = train.train_speech(tmp_path / "corpus", tmp_path / "run", yamnet, tmp_path / "cache",
-                                 epochs=1, batch_size=4, variants=1)
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 6 * 2 + 6  # train clean + augmented, validation
-    card = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert card["labels"] == list(LABELS) and card["pooling"] == "attention"
-    classifier = Classifier(tmp_path / "run")
-    embeddings = np.random.default_rng(0).normal(size=(1, 4, 1024)).astype(np.float32)
-    np.testing.assert_allclose(classifier(embeddings), np.asarray(network(embeddings)), atol=1e-4)
-    assert classifier(embeddings).shape == (1, 4, len(LABELS) + 1)
+@pytest.fixture(scope="module")
+def speech_run(tmp_path_factory):
+    """One epoch of the speech head on tones of actors 1-2 (train) and 17-18 (validation)."""
+    folder = tmp_path_factory.mktemp("speech")
+    network = train.train_speech(tone_corpus(folder / "corpus", (1, 2, 17, 18)), folder / "run", YAMNET,
+                                 folder / "cache", epochs=1, batch_size=4, variants=1)
+    return folder, network
+
+
+@pytest.fixture(scope="module")
+def real_features(tmp_path_factory):
+    """Training's features of two real RAVDESS clips."""
+    yamnet = YAMNet(YAMNET, train.SPEECH_LAYERS)
+    (features,) = train.speech_features([shared(path) for path in REAL_CLIPS], yamnet,
+                                        tmp_path_factory.mktemp("cache"))
+    return features
+
+
+def test_speech_head_shapes_and_standardisation():
+    x = np.random.default_rng(0).normal(3, 2, (50, 10)).astype(np.float32)
+    model = train.speech_head(7, x)
+    assert model.input_shape == (None, 10) and model.output_shape == (None, 7)
+    assert model.get_layer("logits").activation.__name__ == "linear"
+    standardised = np.asarray(model.get_layer("standardise")(x))
+    np.testing.assert_allclose(standardised.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(standardised.std(axis=0), 1, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(model(x, training=False)), np.asarray(model(x, training=False)))
+    assert model.count_params() == 10 * 7 + 7 + 2 * 10 + 1  # the linear layer; mean, variance and count
+
+
+def test_train_speech_on_a_tiny_corpus(speech_run):
+    """Features cached per clip and variant, head trained, exported with the YAMNet layers it reads."""
+    folder, network = speech_run
+    assert len(list((folder / "cache").glob("*.npy"))) == 6 * 2 + 6  # train clean + augmented, validation
+    assert (folder / "run" / "checkpoints" / "best.keras").exists()
+    card = json.loads((folder / "run" / "model.json").read_text())
+    assert card == {"labels": list(LABELS), "temperature": 1.0,
+                    "input": "mean and std over frames of YAMNet layer features",
+                    "yamnet_layers": list(train.SPEECH_LAYERS), "variants": 1,
+                    "parameters": SPEECH_WIDTH * 7 + 7 + 2 * SPEECH_WIDTH + 1}
+    assert network.count_params() == card["parameters"]
+    assert Classifier(folder / "run").input["shape"].tolist() == [1, SPEECH_WIDTH]
+
+
+def test_speech_features_are_the_serving_features(predictor, real_features):
+    assert tuple(predictor.speech_model.card["yamnet_layers"]) == train.SPEECH_LAYERS
+    assert real_features.shape == (2, SPEECH_WIDTH) and real_features.dtype == np.float32
+    for row, path in zip(real_features, REAL_CLIPS):
+        frames, _ = predictor.yamnet(speech_frames(load_audio(path)))
+        np.testing.assert_allclose(row, clip_features(frames), rtol=1e-6, atol=1e-7)
+
+
+class CachedOnly:
+    """A stand-in for YAMNet that only has cached answers."""
+
+    def __init__(self, layers):
+        self.layers = layers
+
+    def __call__(self, frames):
+        raise AssertionError("YAMNet ran although the features were cached")
+
+
+def test_speech_features_are_cached_per_layer_choice(tmp_path):
+    clips = [shared(path) for path in REAL_CLIPS]
+    yamnet = YAMNet(YAMNET, (15,))
+    (first,) = train.speech_features(clips, yamnet, tmp_path)
+    assert first.shape == (2, 2 * 1024)
+    (again,) = train.speech_features(clips, CachedOnly(yamnet.layers), tmp_path)
+    np.testing.assert_array_equal(again, first)
+    with pytest.raises(AssertionError, match="YAMNet ran"):  # other layers: not in the cache
+        train.speech_features(clips, CachedOnly(YAMNet(YAMNET, (14,)).layers), tmp_path)
+
+
+def test_speech_feature_variants_are_seeded_augmentations(tmp_path):
+    clips = [shared(CLIP)]
+    yamnet = YAMNet(YAMNET, (15,))
+    clean, first, second = train.speech_features(clips, yamnet, tmp_path / "a", variants=2, seed=0)
+    np.testing.assert_array_equal(clean, train.speech_features(clips, yamnet, tmp_path / "b")[0])
+    assert not np.allclose(first, clean) and not np.allclose(first, second)
+    for variant, again in zip((clean, first, second),
+                              train.speech_features(clips, yamnet, tmp_path / "c", variants=2, seed=0)):
+        np.testing.assert_array_equal(variant, again)  # recomputed in another cache: the same
+    reseeded = train.speech_features(clips, yamnet, tmp_path / "d", variants=1, seed=1)
+    np.testing.assert_array_equal(reseeded[0], clean)
+    assert not np.allclose(reseeded[1], first)
+
+
+def test_keras_litert_and_predictor_agree_on_real_speech(speech_run, real_features, tmp_path):
+    """Training's features through the Keras head, the exported TFLite and a Predictor serving it."""
+    folder, network = speech_run
+    keras_logits = np.asarray(network(real_features, training=False))
+    np.testing.assert_allclose(Classifier(folder / "run")(real_features), keras_logits, rtol=1e-4, atol=1e-3)
+    served = Predictor(models_copy(tmp_path, speech=folder / "run"))
+    for path, logits in zip(REAL_CLIPS, keras_logits):
+        result = served.predict_speech(path)
+        np.testing.assert_allclose(list(result["probabilities"].values()), softmax(logits), atol=1e-4)
+
+
+def test_speech_cross_validation_command(cli_predictor, capsys, monkeypatch, tmp_path):
+    """Two recipes, two folds of actors and the canonical split, one epoch each, on tones."""
+    from emorec.cli import main
+
+    corpus = tone_corpus(tmp_path / "corpus", (1, 13, 21), emotions=("03", "05"))
+    write(corpus, "emodb/13a01Wa.wav", wav_bytes(tone(0.5)))  # not RAVDESS: left out
+    recipes = {"mean embedding": ((15,), 0, "mean"), "mean+std of layers 6-10, 1 copy": (train.SPEECH_LAYERS, 1,
+                                                                                        "mean+std")}
+    monkeypatch.setattr(train, "SPEECH_RECIPES", recipes)
+    monkeypatch.setattr(train, "speech_cross_validation",
+                        functools.partial(train.speech_cross_validation, folds=2, epochs=1, batch_size=4))
+    assert main(["evaluate", "speech", "--cross-validate", "--data", str(corpus), "--cache", str(tmp_path / "cache"),
+                 "--out", str(tmp_path)]) == 0
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 6 + 6 * 2  # layer 15 clean; layers 6-10 and a copy
+    report = json.loads((tmp_path / "cross-validation.json").read_text())
+    assert (report["data"], report["folds"], report["epochs"]) == (str(corpus), 2, 1)
+    assert list(report["recipes"]) == list(recipes)
+    canonical = "canonical test (actors 21-24, trained on 1-16)"
+    for name, (layers, copies, statistics) in recipes.items():
+        recipe = report["recipes"][name]
+        assert (recipe["yamnet_layers"], recipe["augmented_copies"], recipe["statistics"]) == \
+            (list(layers), copies, statistics)
+        held_out = {"actors 1-12": 2, "actors 13-24": 4, canonical: 2}  # clips scored in each split
+        assert list(recipe["folds"]) == list(held_out)
+        assert all(score * held_out[split] == round(score * held_out[split]) and 0 <= score <= 1
+                   for split, score in recipe["folds"].items())
+        folds = [recipe["folds"]["actors 1-12"], recipe["folds"]["actors 13-24"]]
+        assert recipe["cross_validation_mean"] == pytest.approx(np.mean(folds), abs=1e-4)
+        assert recipe["cross_validation_std"] == pytest.approx(np.std(folds), abs=1e-4)
+        assert recipe["canonical_test"] == recipe["folds"][canonical]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"-> {tmp_path / 'cross-validation.json'}"
+    for line, (name, recipe) in zip(lines[-3:-1], report["recipes"].items()):
+        assert line.startswith(name) and line.endswith(f"canonical test {recipe['canonical_test']:.1%}")
+
+
+def test_cross_validation_creates_the_out_folder(cli_predictor, monkeypatch, tmp_path):
+    from emorec.cli import main
+
+    monkeypatch.setattr(train, "speech_cross_validation", lambda *args: {"recipes": {}})
+    main(["evaluate", "speech", "--cross-validate", "--data", str(tmp_path), "--out", str(tmp_path / "new")])
+    assert (tmp_path / "new" / "cross-validation.json").exists()

@@ -12,7 +12,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from emorec.audio import FRAME_SAMPLES, load_audio, speech_frames  # noqa: E402
-from emorec.models import MODELS_DIR, YAMNet  # noqa: E402
+from emorec.models import EMBEDDING_TENSOR, MODELS_DIR, YAMNet  # noqa: E402
 from emorec.yamnet_keras import build_yamnet, trainable_from  # noqa: E402
 
 from conftest import RAVDESS, shared  # noqa: E402
@@ -28,7 +28,11 @@ def model():
 
 @pytest.fixture(scope="module")
 def lite():
-    return YAMNet(TFLITE)
+    lite = YAMNet(TFLITE)  # layers (15,): the embedding alone
+    (embedding,) = lite.layers
+    names = {d["index"]: d["name"] for d in lite.interpreter.get_tensor_details()}
+    assert names[embedding].startswith(EMBEDDING_TENSOR)
+    return lite
 
 
 def run_lite(lite, frames):
@@ -37,7 +41,7 @@ def run_lite(lite, frames):
     for frame in frames:
         interpreter.set_tensor(lite.input["index"], frame[None].astype(np.float32))
         interpreter.invoke()
-        embeddings.append(interpreter.get_tensor(lite.embedding)[0].copy())
+        embeddings.append(interpreter.get_tensor(lite.layers[0])[0].copy())
         scores.append(interpreter.get_tensor(lite.outputs[0]["index"])[0].copy())
         patches.append(interpreter.get_tensor(lite.outputs[1]["index"]).copy())
     return np.array(embeddings), np.array(scores), np.array(patches)

@@ -1,0 +1,60 @@
+"""The LiteRT model wrappers: YAMNet's per-frame layer features and the speech head's clip features."""
+
+import json
+
+import numpy as np
+import pytest
+
+from emorec.audio import load_audio, speech_frames
+from emorec.models import MODELS_DIR, YAMNet, clip_features
+
+TFLITE = MODELS_DIR / "yamnet" / "yamnet.tflite"
+# Channels of each MobileNet layer's pointwise convolution; 15 is the 1024-d embedding.
+LAYER_WIDTHS = {2: 64, 3: 128, 4: 128, 5: 256, 6: 256, 7: 512, 8: 512, 9: 512, 10: 512, 11: 512, 12: 512,
+                13: 1024, 14: 1024, 15: 1024}
+
+
+@pytest.fixture(scope="module")
+def frames(clip):
+    return speech_frames(load_audio(clip))  # 9 frames
+
+
+def yamnet_features(frames, layers):
+    return YAMNet(TFLITE, layers)(frames)
+
+
+@pytest.mark.parametrize("layers", [(15,), (6,), (2,), (13, 14), (6, 7, 8, 9, 10)])
+def test_yamnet_feature_dimensions(frames, layers):
+    features, scores = yamnet_features(frames, layers)
+    assert features.shape == (len(frames), sum(LAYER_WIDTHS[layer] for layer in layers))
+    assert scores.shape == (len(frames),) and np.all((scores >= 0) & (scores <= 1))
+    assert np.all(features >= 0)  # averages of ReLU outputs
+
+
+def test_embedding_is_the_average_of_the_last_layer(frames):
+    embedding, scores = yamnet_features(frames, (15,))
+    last, same_scores = yamnet_features(frames, (14,))
+    np.testing.assert_allclose(embedding, last, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(scores, same_scores)  # the chosen layers leave the scores alone
+
+
+def test_layer_features_are_concatenated_in_order(frames):
+    both, _ = yamnet_features(frames, (6, 7))
+    np.testing.assert_array_equal(both, np.hstack([yamnet_features(frames, (6,))[0],
+                                                   yamnet_features(frames, (7,))[0]]))
+
+
+def test_shipped_layers_match_the_speech_head(predictor, frames):
+    card = json.loads((MODELS_DIR / "speech" / "model.json").read_text())
+    features, _ = YAMNet(TFLITE, card["yamnet_layers"])(frames)
+    assert 2 * features.shape[1] == predictor.speech_model.input["shape"][-1]
+    np.testing.assert_array_equal(features, predictor.yamnet(frames)[0])
+
+
+def test_clip_features_are_mean_then_std():
+    frames = np.array([[1.0, 2.0, 0.0], [3.0, 2.0, 0.0], [5.0, 2.0, 9.0]])
+    features = clip_features(frames)
+    assert features.dtype == np.float32 and features.shape == (6,)
+    np.testing.assert_allclose(features, [3, 2, 3, np.sqrt(8 / 3), 0, np.sqrt(18)], rtol=1e-6)
+    np.testing.assert_array_equal(clip_features(frames[:1]), [1, 2, 0, 0, 0, 0])  # one frame: no spread
+    np.testing.assert_array_equal(clip_features(frames[::-1]), features)  # order in time does not matter
