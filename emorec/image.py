@@ -15,6 +15,21 @@ MAX_PIXELS = int(os.environ.get("EMOREC_MAX_IMAGE_PIXELS", 40_000_000))
 FORMATS = {"JPEG", "PNG", "BMP", "WEBP", "MPO"}  # MPO: multi-picture JPEG from phone cameras
 CROP_SCALE = 0.95  # crop side / YuNet box side: matches the framing of FER2013 crops
 DETECT_MAX_SIDE = 1280  # photos are searched for faces at most this large
+MAX_SIDE = 1 << 20  # OpenCV's decoders refuse a wider or taller image
+
+
+def _png_chunks_fit(data):
+    """Whether every PNG chunk's declared length fits in the data (a lying one makes OpenCV
+    reserve gigabytes before it fails)."""
+    offset = 8
+    while offset + 8 <= len(data):
+        length = int.from_bytes(data[offset:offset + 4], "big")
+        if offset + 12 + length > len(data):
+            return False
+        if data[offset + 4:offset + 8] == b"IEND":
+            break
+        offset += 12 + length
+    return True
 
 
 def load_image(source, max_pixels=MAX_PIXELS):
@@ -47,6 +62,10 @@ def load_image(source, max_pixels=MAX_PIXELS):
         raise InputError(f"{name}: unsupported image format {kind}; use JPEG, PNG, BMP or WebP")
     if width * height > max_pixels:
         raise InputError(f"{name}: image is {width}x{height}, over the {max_pixels:,}-pixel limit")
+    if max(width, height) > MAX_SIDE:
+        raise InputError(f"{name}: image is {width}x{height}; sides over {MAX_SIDE:,} pixels are not supported")
+    if kind == "PNG" and not _png_chunks_fit(data):
+        raise InputError(f"{name}: image data is corrupt or truncated (a PNG chunk runs past the end)")
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:  # OpenCV's own limits, e.g. a header that lies about the width

@@ -47,9 +47,11 @@ class Predictor:
     def classify_faces(self, faces):
         """Probabilities [n, classes] for grey face crops of any size (FER2013 framing)."""
         batch = np.stack([face_input(face) for face in faces])
-        logits = self.face_model(batch)
-        if self.face_model.card.get("flip_tta"):
-            logits = (logits + self.face_model(batch[:, :, ::-1])) / 2
+        if self.face_model.card.get("flip_tta"):  # each face and its mirror image, in one call
+            both = self.face_model(np.concatenate([batch, batch[:, :, ::-1]]))
+            logits = (both[:len(batch)] + both[len(batch):]) / 2
+        else:
+            logits = self.face_model(batch)
         return softmax(logits, self.face_model.temperature)
 
     def predict_face(self, image, crops=False):
