@@ -35,9 +35,10 @@ def _describe(result):
     if fused["label"] is None:
         lines.append("fusion: nothing to go on")
     else:
-        weights = ", ".join(f"{name}={weight:.2f}" for name, weight in fused["weights"].items())
+        weights, applied = (", ".join(f"{name}={weight:.2f}" for name, weight in fused[key].items())
+                            for key in ("weights", "effective_weights"))
         lines.append(f"fusion: {fused['label']} ({fused['confidence']:.0%}) from "
-                     f"{' + '.join(fused['sources'])} [weights {weights}]")
+                     f"{' + '.join(fused['sources'])} [weights {weights}; applied {applied}]")
         lines += [f"  {label:<9}{'█' * round(p * 30):<31}{p:.1%}" for label, p in fused["probabilities"].items()]
     return "\n".join(lines)
 

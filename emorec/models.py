@@ -51,15 +51,23 @@ class TFLiteModel:
             return self._run(np.asarray(batch))
 
 
-class Classifier(TFLiteModel):
-    """A trained emotion model: model.tflite (logits out) beside model.json (labels, temperature)."""
+class Classifier:
+    """A trained emotion model: .tflite files (logits out) beside model.json (labels, temperature).
+
+    The card's "ensemble" lists the .tflite files whose logits are averaged (default: model.tflite).
+    """
 
     def __init__(self, folder, threads=1):
         folder = Path(folder)
-        super().__init__(folder / "model.tflite", threads)
         self.card = json.loads((folder / "model.json").read_text())
+        self.members = [TFLiteModel(folder / name, threads) for name in self.card.get("ensemble", ["model.tflite"])]
+        self.input = self.members[0].input
         self.labels = tuple(self.card["labels"])
         self.temperature = float(self.card.get("temperature", 1.0))
+
+    def __call__(self, batch):
+        """Logits of a batch, averaged over the ensemble's members."""
+        return sum(member(batch) for member in self.members) / len(self.members)
 
 
 class YAMNet(TFLiteModel):

@@ -105,7 +105,8 @@ def models_copy(folder, face_card=None, speech_card=None, fusion=None, speech=No
     for name, changes, source in (("face", face_card, MODELS_DIR / "face"),
                                   ("speech", speech_card, Path(speech or MODELS_DIR / "speech"))):
         (folder / name).mkdir()
-        (folder / name / "model.tflite").symlink_to(source / "model.tflite")
+        for model in source.glob("*.tflite"):
+            (folder / name / model.name).symlink_to(model)
         card = json.loads((source / "model.json").read_text())
         (folder / name / "model.json").write_text(json.dumps({**card, **(changes or {})}))
     if fusion is not None:

@@ -38,7 +38,7 @@ def test_predict_human_readable(astronaut, clip, clip_result):
     lines = done.stdout.splitlines()
     assert lines[0].startswith("face 1: ") and "at box [" in lines[0]
     assert lines[1].startswith(f"speech: {clip_result['label']} (") and "over 4.4 s" in lines[1]
-    assert lines[2].startswith("fusion: ") and "from face + speech [weights face=0.60, speech=0.40]" in lines[2]
+    assert lines[2].startswith("fusion: ") and "from face + speech [weights face=0.60, speech=0.40; applied face=" in lines[2]
     assert [line.split()[0] for line in lines[3:]] == list(LABELS)
     assert all(line.rstrip().endswith("%") for line in lines[3:])
 

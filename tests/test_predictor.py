@@ -192,3 +192,17 @@ def test_face_model_beats_chance_on_fer2013_private_test(predictor):
     predictions = predictor.classify_faces(faces).argmax(1)
     assert len(set(predictions.tolist())) >= 4  # not one label for everything
     assert (predictions == np.array(targets)).mean() >= max(2 / 7, reported - 0.2)
+
+
+def test_face_ensemble_averages_its_members_logits(tmp_path, predictor):
+    from emorec.models import Classifier
+    faces = np.random.default_rng(0).random((3, 48, 48, 1)).astype(np.float32)
+    folder = models_copy(tmp_path) / "face"
+    (folder / "twin.tflite").symlink_to(MODELS_DIR / "face" / "model.tflite")
+    card = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**card, "ensemble": ["model.tflite", "twin.tflite"]}))
+    ensemble = Classifier(folder)
+    assert len(ensemble.members) == 2
+    member_logits = [member(faces) for member in ensemble.members]
+    np.testing.assert_allclose(ensemble(faces), (member_logits[0] + member_logits[1]) / 2, atol=1e-6)
+    np.testing.assert_allclose(ensemble(faces), predictor.face_model.members[0](faces), atol=1e-5)
