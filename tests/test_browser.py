@@ -87,7 +87,8 @@ def test_upload_analyse_and_reweigh(page):
     assert page.locator("#fusion-bars .bar-value").all_text_contents()[0].endswith("%")
     assert page.text_content("#face-note") == "One face found."
     assert page.locator("#timeline .segment").count() == 4  # 2.4 s windows every 0.96 s over 4.4 s
-    assert page.text_content("#fusion-note").startswith("Face and voice together")
+    note = page.text_content("#fusion-note")
+    assert note.startswith("Face and voice together, weighted 50% / 50%; by their certainty, ") and note.endswith("%.")
     screenshot(page, "browser.png")
 
     page.fill("#weight", "100")  # all on the face: the page asks again with the new weights

@@ -328,7 +328,8 @@ function fusionNote({ face, speech, fusion }) {
   switch (fusion.status) {
     case "fused":
       return `Face and voice together, weighted ${percent(fusion.weights.face)} / `
-        + `${percent(fusion.weights.speech)}.`;
+        + `${percent(fusion.weights.speech)}; by their certainty, `
+        + `${percent(fusion.effective_weights.face)} / ${percent(fusion.effective_weights.speech)}.`;
     case "face_only":
       return `Rests on the face only (${leftOut("speech", speech)}).`;
     case "speech_only":
