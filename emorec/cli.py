@@ -160,19 +160,7 @@ def evaluate(args):
     if args.modality == "speech" and args.cross_validate:
         return _cross_validate(args, predictor, folder)
     if args.modality == "fusion":
-        if not args.pairs:
-            raise InputError("evaluate fusion needs --pairs (a manifest from `emorec pairs`)")
-        conditions = list(evaluation.CONDITIONS) if args.robustness else ["clean"]
-        if args.adaptive is not None:
-            predictor.fusion_adaptive = args.adaptive
-        report = {"split": f"pseudo-paired {Path(args.pairs).stem}", "manifest": str(args.pairs),
-                  "rule": predictor.fusion_rule, "adaptive": predictor.fusion_adaptive,
-                  **evaluation.evaluate_fusion(predictor, _pairs(args.pairs), args.crops,
-                                               args.weights and fusion.parse_weights(args.weights), conditions)}
-        name = f"metrics-{Path(args.pairs).stem}"
-        for condition, accuracy in report["conditions"].items():
-            print(f"{condition:<48} " + "  ".join(f"{modality} {value:.2%}" for modality, value in accuracy.items()
-                                                    if value is not None))
+        report, name = _evaluate_fusion(args, predictor, evaluation)
     else:
         data = args.data or _missing("--data")
         if args.modality == "face":
@@ -183,6 +171,23 @@ def evaluate(args):
     path = evaluation.write_report(report, folder, name, f"{args.modality}, {report['split']}")
     print(f"{args.modality} on {report['split']}: accuracy {report['accuracy']:.2%}, "
           f"macro-F1 {report['macro_f1']:.3f} over {report['samples']} samples -> {path}")
+
+
+def _evaluate_fusion(args, predictor, evaluation):
+    """The fusion report over a pseudo-pair manifest (and its name), each condition printed."""
+    if not args.pairs:
+        raise InputError("evaluate fusion needs --pairs (a manifest from `emorec pairs`)")
+    if args.adaptive is not None:
+        predictor.fusion_adaptive = args.adaptive
+    conditions = list(evaluation.CONDITIONS) if args.robustness else ["clean"]
+    weights = args.weights and fusion.parse_weights(args.weights)
+    report = {"split": f"pseudo-paired {Path(args.pairs).stem}", "manifest": str(args.pairs),
+              "rule": predictor.fusion_rule, "adaptive": predictor.fusion_adaptive,
+              **evaluation.evaluate_fusion(predictor, _pairs(args.pairs), args.crops, weights, conditions)}
+    for condition, accuracy in report["conditions"].items():
+        print(f"{condition:<48} " + "  ".join(f"{modality} {value:.2%}" for modality, value in accuracy.items()
+                                                if value is not None))
+    return report, f"metrics-{Path(args.pairs).stem}"
 
 
 def _missing(option):
@@ -197,8 +202,8 @@ def _cross_validate(args, predictor, folder):
     path = folder / "cross-validation.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
     for name, recipe in report["recipes"].items():
-        print(f"{name:<56} {report['folds']}-fold {recipe['cross_validation_mean']:.1%} +- {recipe['cross_validation_std']:.1%}"
-              f"  canonical test {recipe['canonical_test']:.1%}")
+        print(f"{name:<56} {report['folds']}-fold {recipe['cross_validation_mean']:.1%} "
+              f"+- {recipe['cross_validation_std']:.1%}  canonical test {recipe['canonical_test']:.1%}")
     print(f"-> {path}")
 
 
