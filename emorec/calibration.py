@@ -4,7 +4,7 @@ import numpy as np
 
 from .fusion import RULES, fuse
 
-ADAPTIVE = 1.0  # certainty weighting of the fused modalities (see fusion.fuse)
+ADAPTIVE = 0.5  # certainty weighting of the fused modalities (see fusion.fuse)
 from .models import softmax
 
 WEIGHT_GRID = np.linspace(0, 1, 21)
