@@ -183,8 +183,9 @@ def evaluate_fusion(predictor, rows, crops=False, weights=None, conditions=("cle
             for modality, result in (("face", face), ("speech", speech), ("fused", fused)):
                 label = result and result["label"]
                 labels[modality].append(predictor.labels.index(label) if label else -1)
-        accuracy = {modality: (round(float((np.array(found) == targets).mean()), 4)
-                               if max(found) >= 0 else None) for modality, found in labels.items()}
+        removed = changed if change is None else None
+        accuracy = {modality: None if modality == removed else round(float((np.array(found) == targets).mean()), 4)
+                    for modality, found in labels.items()}
         report["conditions"][name] = accuracy
         if name == "clean":
             report.update(metrics(targets, np.array(labels["fused"]), predictor.labels))
