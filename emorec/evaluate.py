@@ -160,29 +160,32 @@ def evaluate_fusion(predictor, rows, crops=False, weights=None, conditions=("cle
     images = [load_image(row["image"]) for row in rows]
     waveforms = [load_audio(row["audio"]) for row in rows]
 
-    def encoded(kind, value):
+    def predict(kind, value):
+        """A modality's result for a decoded input, encoded again to go through the file decoders."""
         if kind == "face":
-            return cv2.imencode(".png", value)[1].tobytes()
+            return predictor.predict_face(cv2.imencode(".png", value)[1].tobytes(), crops)
         buffer = io.BytesIO()
         soundfile.write(buffer, value, SAMPLE_RATE, format="WAV", subtype="FLOAT")
-        return buffer.getvalue()
+        return predictor.predict_speech(buffer.getvalue())
 
+    inputs = {"face": images, "speech": waveforms}
+    clean = {kind: [predict(kind, value) for value in tqdm(values, desc=f"clean {kind}", leave=False)]
+             for kind, values in inputs.items()}
     report = {"pairs": len(rows), "weights": weights or predictor.default_weights, "conditions": {}}
     for name in conditions:
         changed, change = CONDITIONS[name]
         rng = np.random.default_rng(seed)
-        labels = {"face": [], "speech": [], "fused": []}
-        for index in tqdm(range(len(rows)), desc=name, unit="pair", leave=False):
-            inputs = {"face": images[index], "speech": waveforms[index]}
-            if changed:
-                inputs[changed] = None if change is None else change(
-                    inputs[changed], index, images if changed == "face" else waveforms, rng)
-            face = None if inputs["face"] is None else predictor.predict_face(encoded("face", inputs["face"]), crops)
-            speech = None if inputs["speech"] is None else predictor.predict_speech(encoded("speech", inputs["speech"]))
-            fused = predictor.fuse(face, speech, weights)
-            for modality, result in (("face", face), ("speech", speech), ("fused", fused)):
-                label = result and result["label"]
-                labels[modality].append(predictor.labels.index(label) if label else -1)
+        results = dict(clean)  # only the changed modality is predicted again
+        if change is not None:
+            values = inputs[changed]
+            results[changed] = [predict(changed, change(value, index, values, rng))
+                                for index, value in enumerate(tqdm(values, desc=name, leave=False))]
+        elif changed is not None:
+            results[changed] = [None] * len(rows)
+        results["fused"] = [predictor.fuse(face, speech, weights)
+                            for face, speech in zip(results["face"], results["speech"])]
+        labels = {modality: [predictor.labels.index(result["label"]) if result and result["label"] else -1
+                             for result in found] for modality, found in results.items()}
         removed = changed if change is None else None
         accuracy = {modality: None if modality == removed else round(float((np.array(found) == targets).mean()), 4)
                     for modality, found in labels.items()}
