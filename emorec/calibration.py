@@ -3,10 +3,9 @@
 import numpy as np
 
 from .fusion import RULES, fuse
-
-ADAPTIVE = 0.5  # certainty weighting of the fused modalities (see fusion.fuse)
 from .models import softmax
 
+ADAPTIVE = 0.5  # certainty weighting of the fused modalities (see fusion.fuse)
 WEIGHT_GRID = np.linspace(0, 1, 21)
 
 

@@ -93,13 +93,17 @@ def speech_clips(root, labels=label_maps.LABELS):
     return clips
 
 
+def is_ravdess(clip):
+    """Whether a (path, label, speaker) clip is named like a RAVDESS file."""
+    return parse_speech_name(Path(clip[0]).name)[0] == "ravdess"
+
+
 def ravdess_split(clips, split):
     """The clips of a canonical speaker-independent RAVDESS split (actors 1-16/17-20/21-24)."""
     if split not in SPEECH_SPLITS:
         raise InputError(f"unknown RAVDESS split {split!r}; choose from {', '.join(SPEECH_SPLITS)}")
     actors = SPEECH_SPLITS[split]
-    return [clip for clip in clips
-            if clip[2] in actors and parse_speech_name(Path(clip[0]).name)[0] == "ravdess"]
+    return [clip for clip in clips if clip[2] in actors and is_ravdess(clip)]
 
 
 PAIR_SPLITS = {"validation": "public-test", "test": "private-test"}  # RAVDESS split -> FER2013 split

@@ -273,8 +273,7 @@ def speech_cross_validation(data, yamnet_path, cache, folds=6, epochs=150, batch
     from .models import YAMNet
 
     names = label_sets.LABELS
-    clips = [clip for clip in datasets.speech_clips(data, names)
-             if datasets.parse_speech_name(Path(clip[0]).name)[0] == "ravdess"]
+    clips = [clip for clip in datasets.speech_clips(data, names) if datasets.is_ravdess(clip)]
     targets, actors = np.array([c[1] for c in clips]), np.array([c[2] for c in clips])
     onehot = np.eye(len(names), dtype=np.float32)
     per_fold = 24 // folds
