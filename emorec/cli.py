@@ -210,10 +210,13 @@ def _cross_validate(args, predictor, folder):
 def pairs(args):
     from . import datasets
     rows = datasets.pseudo_pairs(args.faces, args.speech, args.split, per_clip=args.per_clip, seed=args.seed)
-    with open(args.out, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "audio", "label"])
-        writer.writerows(rows)
+    try:
+        with open(args.out, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image", "audio", "label"])
+            writer.writerows(rows)
+    except OSError as error:
+        raise InputError(f"{args.out}: cannot write the manifest ({error.strerror})") from None
     print(f"{len(rows)} pseudo-pairs ({args.split}) -> {args.out}")
 
 

@@ -282,6 +282,13 @@ def test_pairs_manifest(capsys, pair_corpus, manifest, tmp_path, split, usage):
         assert [row[1:] for row in reseeded] == [row[1:] for row in rows] and reseeded != rows
 
 
+def test_pairs_unwritable_out_is_a_clean_error(capsys, pair_corpus, tmp_path):
+    code, _, err = run_main(capsys, *pairs_args(pair_corpus, tmp_path / "missing" / "pairs.csv"))
+    assert code == 2
+    assert err.strip() == f"emorec: error: {tmp_path / 'missing' / 'pairs.csv'}: cannot write the manifest " \
+                          "(No such file or directory)"
+
+
 def test_evaluate_fusion_command(cli_predictor, capsys, manifest, tmp_path):
     code, out, _ = run_main(capsys, "evaluate", "fusion", "--pairs", manifest, "--crops", "--robustness",
                             "--out", tmp_path / "report")
