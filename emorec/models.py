@@ -1,7 +1,10 @@
 """The bundled model files and the LiteRT runtime that serves them (no TensorFlow)."""
 
+import contextlib
 import json
 import os
+import sys
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -22,6 +25,25 @@ def softmax(logits, temperature=1.0, axis=-1):
     return scaled / scaled.sum(axis=axis, keepdims=True)
 
 
+@contextlib.contextmanager
+def runtime_notes_held_back():
+    """Drop the "INFO: ..." notes the C++ runtime prints straight to stderr (file descriptor 2),
+    passing anything else it prints on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode(errors="replace").splitlines(keepends=True)
+                    if not line.startswith("INFO: ")]
+            sys.stderr.write("".join(kept))
+
+
 class TFLiteModel:
     """A .tflite model with one input of any batch (or sequence) size; calls are serialised by a lock."""
 
@@ -30,7 +52,8 @@ class TFLiteModel:
             warnings.simplefilter("ignore")
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads,
                                            experimental_preserve_all_tensors=preserve)
-        self.interpreter.allocate_tensors()
+        with runtime_notes_held_back():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+            self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.outputs = self.interpreter.get_output_details()
         self.lock = threading.Lock()

@@ -1,12 +1,15 @@
 """The LiteRT model wrappers: YAMNet's per-frame layer features and the speech head's clip features."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from emorec.audio import load_audio, speech_frames
-from emorec.models import MODELS_DIR, YAMNet, clip_features
+from emorec.models import MODELS_DIR, YAMNet, clip_features, runtime_notes_held_back
 
 TFLITE = MODELS_DIR / "yamnet" / "yamnet.tflite"
 # Channels of each MobileNet layer's pointwise convolution; 15 is the 1024-d embedding.
@@ -58,3 +61,15 @@ def test_clip_features_are_mean_then_std():
     np.testing.assert_allclose(features, [3, 2, 3, np.sqrt(8 / 3), 0, np.sqrt(18)], rtol=1e-6)
     np.testing.assert_array_equal(clip_features(frames[:1]), [1, 2, 0, 0, 0, 0])  # one frame: no spread
     np.testing.assert_array_equal(clip_features(frames[::-1]), features)  # order in time does not matter
+
+
+def test_runtime_notes_are_held_back_and_other_output_passes(capfd):
+    with runtime_notes_held_back():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nERROR: something real\n")
+    assert capfd.readouterr().err == "ERROR: something real\n"
+
+
+def test_loading_a_model_prints_nothing():
+    done = subprocess.run([sys.executable, "-c", f"from emorec.models import YAMNet; YAMNet({str(TFLITE)!r})"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
