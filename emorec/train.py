@@ -133,7 +133,8 @@ def _fit(build, train, validation, out, epochs, learning_rate, resume, batch_siz
     state = checkpoint.state()
     if resume and state["epoch"]:
         model = keras.models.load_model(checkpoint.folder / "last.keras")
-        print(f"resuming at epoch {state['epoch'] + 1} of {epochs}")
+        print(f"resuming at epoch {state['epoch'] + 1} of {epochs}" if state["epoch"] < epochs
+              else f"the run is complete at epoch {state['epoch']}; exporting its best epoch")
     elif state["epoch"] and not resume:
         raise SystemExit(f"{checkpoint.folder} holds a run: pass --resume, or a new --out")
     else:
