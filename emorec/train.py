@@ -155,10 +155,12 @@ def export(network, out, label_names, quantize=False, **settings):
     (dynamic range): a quarter of the size and, for the face CNN, 4x faster on one thread.
     """
     out = Path(out)
-    converter_settings = {}
-    if quantize:
-        import tensorflow as tf  # the converter's own enum; exporting needs TensorFlow anyway
-        converter_settings["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    try:
+        import tensorflow as tf  # LiteRT's converter, under any Keras backend
+    except ImportError:
+        raise SystemExit(f"{out / 'checkpoints'} holds the trained run, but writing model.tflite needs "
+                         "TensorFlow: run the same command with --resume where it is installed") from None
+    converter_settings = {"optimizations": [tf.lite.Optimize.DEFAULT]} if quantize else {}
     network.export(str(out / "model.tflite"), format="litert", verbose=False, **converter_settings)
     (out / "model.json").write_text(json.dumps({"labels": list(label_names), "temperature": 1.0,
                                                 "weights": "int8 (dynamic range)" if quantize else "float32",

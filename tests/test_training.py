@@ -4,6 +4,7 @@ import csv
 import functools
 import json
 import shutil
+import sys
 
 import cv2
 import numpy as np
@@ -134,6 +135,16 @@ def test_resume_when_finished_only_exports(face_run, tmp_path, capsys):
     assert "Epoch" not in out and "the run is complete at epoch 1; exporting its best epoch" in out
     assert json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())["epoch"] == 1
     assert (tmp_path / "run" / "model.tflite").stat().st_size > 0
+
+
+def test_export_without_tensorflow_says_how_to_finish(face_run, tmp_path, monkeypatch):
+    """As on the GPU machine (Keras on JAX, no TensorFlow): the checkpoints stay, and the message
+    says that --resume exports them where TensorFlow is installed (test_resume_when_finished_only_exports)."""
+    _, network = face_run
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    with pytest.raises(SystemExit, match="writing model.tflite needs TensorFlow: run the same command with --resume"):
+        train.export(network, tmp_path, LABELS)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_existing_run_needs_resume(face_run):
