@@ -168,9 +168,9 @@ def export(network, out, label_names, quantize=False, **settings):
 
 
 def train_face(data, out, epochs=30, batch_size=64, learning_rate=2e-3, width=32,
-               label_preset="seven", seed=0, resume=False, limit=None, quantize=True):
+               label_preset="seven", seed=0, resume=False, limit=None):
     """Train the face CNN on FER2013 Training, choosing on PublicTest; export the best epoch
-    (int8 weights unless `quantize` is False)."""
+    with int8 weights."""
     keras.utils.set_random_seed(seed)
     names = label_sets.preset(label_preset)
     faces, targets, _ = datasets.fer2013(data, "train", names)
@@ -187,7 +187,7 @@ def train_face(data, out, epochs=30, batch_size=64, learning_rate=2e-3, width=32
 
     network = _fit(lambda: face_network(len(names), width), batches, (x_val, onehot[val_targets]), out,
                    epochs, learning_rate, resume)
-    export(network, out, names, quantize, input="face 48x48 grey in [0, 1]",
+    export(network, out, names, quantize=True, input="face 48x48 grey in [0, 1]",
            architecture=f"VGG-style CNN, width {width}",
            parameters=int(network.count_params()))
     return network
