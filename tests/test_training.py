@@ -91,6 +91,7 @@ def assert_litert_agrees(folder, network, faces, tolerance):
     and give the same class wherever Keras's top two are further apart than that."""
     keras_logits = np.asarray(network(faces, training=False))
     litert_logits = Classifier(folder)(faces)
+    assert litert_logits.shape == keras_logits.shape == (len(faces), len(LABELS))
     atol = tolerance * np.ptp(keras_logits)
     np.testing.assert_allclose(litert_logits, keras_logits, atol=atol)
     top_two = np.sort(keras_logits, axis=1)[:, -2:]
