@@ -50,16 +50,16 @@ def calibrate(probabilities, targets, temperature):
     """Refit the temperature of a model whose outputs at `temperature` are `probabilities`.
 
     Log-probabilities times the temperature are the logits up to a per-row constant, which
-    softmax ignores. Returns the new temperature and the NLL and ECE before and after.
+    softmax ignores. Returns the new temperature and the NLL and ECE of the raw logits
+    (temperature 1, "before") and at the new temperature ("after"), so a rerun reports the same.
     """
     logits = temperature * log_probabilities(probabilities)
     fitted = fit_temperature(logits, targets)
-    after = softmax(logits, fitted)
     return {"temperature": round(fitted, 4), "samples": int(len(targets)),
-            "nll_before": round(nll(logits, targets, temperature), 4),
+            "nll_before": round(nll(logits, targets), 4),
             "nll_after": round(nll(logits, targets, fitted), 4),
-            "ece_before": round(expected_calibration_error(probabilities, targets), 4),
-            "ece_after": round(expected_calibration_error(after, targets), 4)}
+            "ece_before": round(expected_calibration_error(softmax(logits), targets), 4),
+            "ece_after": round(expected_calibration_error(softmax(logits, fitted), targets), 4)}
 
 
 def fused_predictions(face, speech, rule, weights):
