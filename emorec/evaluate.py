@@ -106,7 +106,7 @@ def _white_noise(waveform, index, waveforms, rng, snr):
 def _babble(waveform, index, waveforms, rng, snr, talkers=6):
     """Six other clips of the manifest (fewer if it is small) summed behind this one: a crowd."""
     if len(waveforms) < 2:
-        raise InputError("babble noise needs a manifest of at least two pairs")
+        raise InputError("babble noise needs a manifest of at least two distinct clips")
     others = rng.choice([i for i in range(len(waveforms)) if i != index], min(talkers, len(waveforms) - 1),
                         replace=False)
     length = max(len(waveforms[i]) for i in others)
@@ -143,7 +143,9 @@ CONDITIONS = {
 def evaluate_fusion(predictor, rows, crops=False, weights=None, conditions=("clean",), seed=0):
     """Face-only, speech-only and fused accuracy over a pseudo-paired manifest, per condition.
 
-    `rows` are dicts with image, audio and label. The clean condition also gets the fused
+    `rows` are dicts with image, audio and label. Each distinct file is predicted once per
+    condition, its perturbation seeded by (seed, its index), so a manifest that pairs a clip
+    with ten faces costs one prediction of the clip. The clean condition also gets the fused
     metrics (per class, confusion). Perturbed inputs go through the same decoders as files.
     """
     import io
@@ -157,8 +159,12 @@ def evaluate_fusion(predictor, rows, crops=False, weights=None, conditions=("cle
         raise InputError(f"the pairs csv needs a label column with labels from {', '.join(predictor.labels)}; "
                          f"found {', '.join(map(str, sorted(unknown, key=str)))}")
     targets = np.array([predictor.labels.index(row["label"]) for row in rows])
-    images = [load_image(row["image"]) for row in rows]
-    waveforms = [load_audio(row["audio"]) for row in rows]
+    files = {"face": list(dict.fromkeys(row["image"] for row in rows)),
+             "speech": list(dict.fromkeys(row["audio"] for row in rows))}
+    row_files = {"face": [files["face"].index(row["image"]) for row in rows],
+                 "speech": [files["speech"].index(row["audio"]) for row in rows]}
+    inputs = {"face": [load_image(path) for path in files["face"]],
+              "speech": [load_audio(path) for path in files["speech"]]}
 
     def predict(kind, value):
         """A modality's result for a decoded input, encoded again to go through the file decoders."""
@@ -168,18 +174,21 @@ def evaluate_fusion(predictor, rows, crops=False, weights=None, conditions=("cle
         soundfile.write(buffer, value, SAMPLE_RATE, format="WAV", subtype="FLOAT")
         return predictor.predict_speech(buffer.getvalue())
 
-    inputs = {"face": images, "speech": waveforms}
-    clean = {kind: [predict(kind, value) for value in tqdm(values, desc=f"clean {kind}", leave=False)]
-             for kind, values in inputs.items()}
+    def per_row(kind, name, change=None):
+        """Each row's result for its `kind` input, every distinct input predicted once."""
+        values = inputs[kind]
+        found = [predict(kind, value if change is None else
+                         change(value, index, values, np.random.default_rng([seed, index])))
+                 for index, value in enumerate(tqdm(values, desc=name, leave=False))]
+        return [found[index] for index in row_files[kind]]
+
+    clean = {kind: per_row(kind, f"clean {kind}") for kind in inputs}
     report = {"pairs": len(rows), "weights": weights or predictor.default_weights, "conditions": {}}
     for name in conditions:
         changed, change = CONDITIONS[name]
-        rng = np.random.default_rng(seed)
         results = dict(clean)  # only the changed modality is predicted again
         if change is not None:
-            values = inputs[changed]
-            results[changed] = [predict(changed, change(value, index, values, rng))
-                                for index, value in enumerate(tqdm(values, desc=name, leave=False))]
+            results[changed] = per_row(changed, name, change)
         elif changed is not None:
             results[changed] = [None] * len(rows)
         results["fused"] = [predictor.fuse(face, speech, weights)

@@ -95,6 +95,23 @@ def test_noise_is_seeded(predictor, rows, report):
     assert again["conditions"]["speech + white noise 10 dB"] == report["conditions"]["speech + white noise 10 dB"]
 
 
+def test_each_distinct_file_is_predicted_once_per_condition(predictor, rows, report, monkeypatch):
+    """A manifest pairing every clip with every face: 3 clips and 3 faces, not 9 of each."""
+    calls = {"face": 0, "speech": 0}
+    for kind in calls:
+        method = getattr(predictor, f"predict_{kind}")
+        monkeypatch.setattr(predictor, f"predict_{kind}",
+                            lambda *args, kind=kind, method=method: calls.__setitem__(kind, calls[kind] + 1)
+                            or method(*args))
+    crossed = [{"image": face["image"], "audio": clip["audio"], "label": clip["label"]} for clip in rows for face in rows]
+    tested = ["clean", "speech + white noise 10 dB", "face darkened (x0.25)"]
+    crossed_report = evaluate_fusion(predictor, crossed, crops=True, conditions=tested)
+    assert calls == {"face": 3 * 2, "speech": 3 * 2}  # clean, then the one condition that changes it
+    # Every clip meets its own face once and two others: speech accuracy over the crossing is the clips'.
+    for name in tested:
+        assert crossed_report["conditions"][name]["speech"] == report["conditions"][name]["speech"]
+
+
 def test_user_weights(predictor, rows):
     weights = {"face": 1.0, "speech": 0.0}
     report = evaluate_fusion(predictor, rows, crops=True, weights=weights)
