@@ -3,6 +3,7 @@
 import io
 import os
 import threading
+import warnings
 
 import cv2
 import numpy as np
@@ -16,6 +17,7 @@ FORMATS = {"JPEG", "PNG", "BMP", "WEBP", "MPO"}  # MPO: multi-picture JPEG from 
 CROP_SCALE = 0.95  # crop side / YuNet box side: matches the framing of FER2013 crops
 DETECT_MAX_SIDE = 1280  # photos are searched for faces at most this large
 MAX_SIDE = 1 << 20  # OpenCV's decoders refuse a wider or taller image
+_QUIET = threading.Lock()  # one silenced header read at a time, so catch_warnings restores the filters it saved
 
 
 def _png_chunks_fit(data):
@@ -51,9 +53,11 @@ def load_image(source, max_pixels=MAX_PIXELS):
             raise InputError(f"{name}: cannot read the file ({error.strerror})") from None
     if not data:
         raise InputError(f"{name}: file is empty")
-    try:
-        with Image.open(io.BytesIO(data)) as header:
-            kind, (width, height) = header.format, header.size
+    try:  # Pillow's warnings about a damaged header (e.g. "Corrupt EXIF data") would only be noise here
+        with _QUIET, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as header:
+                kind, (width, height) = header.format, header.size
     except Image.DecompressionBombError:
         raise InputError(f"{name}: image is too large, over the {max_pixels:,}-pixel limit") from None
     except (UnidentifiedImageError, OSError, ValueError):
