@@ -159,12 +159,11 @@ def evaluate_fusion(predictor, rows, crops=False, weights=None, conditions=("cle
         raise InputError(f"the pairs csv needs a label column with labels from {', '.join(predictor.labels)}; "
                          f"found {', '.join(map(str, sorted(unknown, key=str)))}")
     targets = np.array([predictor.labels.index(row["label"]) for row in rows])
-    files = {"face": list(dict.fromkeys(row["image"] for row in rows)),
-             "speech": list(dict.fromkeys(row["audio"] for row in rows))}
-    row_files = {"face": [files["face"].index(row["image"]) for row in rows],
-                 "speech": [files["speech"].index(row["audio"]) for row in rows]}
-    inputs = {"face": [load_image(path) for path in files["face"]],
-              "speech": [load_audio(path) for path in files["speech"]]}
+    row_files, inputs = {}, {}  # per modality: each row's file index; the distinct files, decoded
+    for kind, column, load in (("face", "image", load_image), ("speech", "audio", load_audio)):
+        indices = {}
+        row_files[kind] = [indices.setdefault(row[column], len(indices)) for row in rows]
+        inputs[kind] = [load(path) for path in indices]
 
     def predict(kind, value):
         """A modality's result for a decoded input, encoded again to go through the file decoders."""
