@@ -103,7 +103,8 @@ def test_each_distinct_file_is_predicted_once_per_condition(predictor, rows, rep
         monkeypatch.setattr(predictor, f"predict_{kind}",
                             lambda *args, kind=kind, method=method: calls.__setitem__(kind, calls[kind] + 1)
                             or method(*args))
-    crossed = [{"image": face["image"], "audio": clip["audio"], "label": clip["label"]} for clip in rows for face in rows]
+    crossed = [{"image": face["image"], "audio": clip["audio"], "label": clip["label"]}
+               for clip in rows for face in rows]
     tested = ["clean", "speech + white noise 10 dB", "face darkened (x0.25)"]
     crossed_report = evaluate_fusion(predictor, crossed, crops=True, conditions=tested)
     assert calls == {"face": 3 * 2, "speech": 3 * 2}  # clean, then the one condition that changes it

@@ -2,7 +2,8 @@
 
 Mutations of valid PNG, JPEG, BMP, WebP, WAV and FLAC files: lying header sizes and fields,
 flipped bytes, truncation. Every example must decode to a valid array or raise InputError,
-without a warning on the way (a user would see it printed); the API must answer 200 or a 4xx JSON error, never a 5xx. Deterministic (derandomize).
+without a warning on the way (a user would see it printed); the API must answer 200 or a 4xx
+JSON error, never a 5xx. Deterministic (derandomize).
 """
 
 import io
