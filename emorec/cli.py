@@ -179,14 +179,17 @@ def _evaluate_fusion(args, predictor, evaluation):
         raise InputError("evaluate fusion needs --pairs (a manifest from `emorec pairs`)")
     if args.adaptive is not None:
         predictor.fusion_adaptive = args.adaptive
-    conditions = list(evaluation.CONDITIONS) if args.robustness else ["clean"]
+    conditions, exponents = (evaluation.CONDITIONS, evaluation.EXPONENTS) if args.robustness else (["clean"], ())
     weights = args.weights and fusion.parse_weights(args.weights)
     report = {"split": f"pseudo-paired {Path(args.pairs).stem}", "manifest": str(args.pairs),
               "rule": predictor.fusion_rule, "adaptive": predictor.fusion_adaptive,
-              **evaluation.evaluate_fusion(predictor, _pairs(args.pairs), args.crops, weights, conditions)}
+              **evaluation.evaluate_fusion(predictor, _pairs(args.pairs), args.crops, weights, conditions, exponents)}
     for condition, accuracy in report["conditions"].items():
         print(f"{condition:<48} " + "  ".join(f"{modality} {value:.2%}" for modality, value in accuracy.items()
                                                 if value is not None))
+    for exponent, compared in report.get("certainty_exponents", {}).items():
+        print(f"fused with certainty exponent {exponent}: mean over the conditions with both modalities "
+              f"{compared['mean_with_both']:.2%}")
     return report, f"metrics-{Path(args.pairs).stem}"
 
 
@@ -297,7 +300,8 @@ def parser():
     command.add_argument("--pairs", help="fusion: a pseudo-pair manifest from `emorec pairs`")
     command.add_argument("--crops", action="store_true", help="fusion: the manifest's images are face crops")
     command.add_argument("--weights", help="fusion weights, e.g. face=0.6,speech=0.4 (default: the tuned ones)")
-    command.add_argument("--robustness", action="store_true", help="fusion: also noisy, blurred, removed inputs")
+    command.add_argument("--robustness", action="store_true", help="fusion: also noisy, blurred, removed inputs, and certainty exponents "
+                         "0, 0.5, 1 compared on them")
     command.add_argument("--adaptive", type=float,
                          help="fusion: certainty weighting exponent, 0 for fixed weights (default: the tuned one)")
     command.add_argument("--out", help="report folder (default: the model's folder)")

@@ -138,15 +138,19 @@ CONDITIONS = {
     "face removed": ("face", None),
     "speech removed": ("speech", None),
 }
+# Certainty exponents of the fusion weights compared under the robustness conditions (0: fixed weights).
+EXPONENTS = (0.0, 0.5, 1.0)
 
 
-def evaluate_fusion(predictor, rows, crops=False, weights=None, conditions=("clean",), seed=0):
+def evaluate_fusion(predictor, rows, crops=False, weights=None, conditions=("clean",), exponents=(), seed=0):
     """Face-only, speech-only and fused accuracy over a pseudo-paired manifest, per condition.
 
     `rows` are dicts with image, audio and label. Each distinct file is predicted once per
     condition, its perturbation seeded by (seed, its index), so a manifest that pairs a clip
     with ten faces costs one prediction of the clip. The clean condition also gets the fused
     metrics (per class, confusion). Perturbed inputs go through the same decoders as files.
+    `exponents` are certainty exponents to compare on the same predictions: each gets the fused
+    accuracy per condition and its mean over the conditions that keep both modalities.
     """
     import io
     import soundfile
@@ -181,8 +185,17 @@ def evaluate_fusion(predictor, rows, crops=False, weights=None, conditions=("cle
                  for index, value in enumerate(tqdm(values, desc=name, leave=False))]
         return [found[index] for index in row_files[kind]]
 
+    def label_indices(found):
+        """Each result's label index, -1 where there is none."""
+        return np.array([predictor.labels.index(result["label"]) if result and result["label"] else -1
+                         for result in found])
+
+    def accuracy(found):
+        return round(float((label_indices(found) == targets).mean()), 4)
+
     clean = {kind: per_row(kind, f"clean {kind}") for kind in inputs}
     report = {"pairs": len(rows), "weights": weights or predictor.default_weights, "conditions": {}}
+    compared = {exponent: {} for exponent in exponents}
     for name in conditions:
         changed, change = CONDITIONS[name]
         results = dict(clean)  # only the changed modality is predicted again
@@ -190,14 +203,21 @@ def evaluate_fusion(predictor, rows, crops=False, weights=None, conditions=("cle
             results[changed] = per_row(changed, name, change)
         elif changed is not None:
             results[changed] = [None] * len(rows)
-        results["fused"] = [predictor.fuse(face, speech, weights)
+        fused = {exponent: [predictor.fuse(face, speech, weights, exponent)
                             for face, speech in zip(results["face"], results["speech"])]
-        labels = {modality: [predictor.labels.index(result["label"]) if result and result["label"] else -1
-                             for result in found] for modality, found in results.items()}
+                 for exponent in (None, *exponents)}
+        results["fused"] = fused.pop(None)
         removed = changed if change is None else None
-        accuracy = {modality: None if modality == removed else round(float((np.array(found) == targets).mean()), 4)
-                    for modality, found in labels.items()}
-        report["conditions"][name] = accuracy
+        report["conditions"][name] = {modality: None if modality == removed else accuracy(found)
+                                      for modality, found in results.items()}
+        for exponent, found in fused.items():
+            compared[exponent][name] = accuracy(found)
         if name == "clean":
-            report.update(metrics(targets, np.array(labels["fused"]), predictor.labels))
+            report.update(metrics(targets, label_indices(results["fused"]), predictor.labels))
+    both = [name for name, found in report["conditions"].items() if None not in (found["face"], found["speech"])]
+    if exponents:
+        report["certainty_exponents"] = {
+            str(exponent): {"conditions": found,
+                            "mean_with_both": round(float(np.mean([found[name] for name in both])), 4) if both else None}
+            for exponent, found in compared.items()}
     return report

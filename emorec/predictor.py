@@ -87,8 +87,11 @@ class Predictor:
                 "speech_score": round(float(speech_scores.max()), 4), **self._result(probabilities[0]),
                 "segments": segments}
 
-    def fuse(self, face, speech, weights=None):
-        """Fusion of the modality results that found something; says which it rests on."""
+    def fuse(self, face, speech, weights=None, adaptive=None):
+        """Fusion of the modality results that found something; says which it rests on.
+
+        `adaptive` overrides the shipped certainty exponent (see `fusion.fuse`).
+        """
         weights = fusion.parse_weights(weights) if weights is not None else self.default_weights
         usable = {name: np.array(list(result["probabilities"].values()))
                   for name, result in (("face", face), ("speech", speech))
@@ -96,7 +99,8 @@ class Predictor:
         if not usable:
             return {"status": "no_signal", "label": None, "confidence": None, "probabilities": None,
                     "weights": weights, "effective_weights": {}, "sources": []}
-        probabilities, used = fusion.fuse(usable, weights, self.fusion_rule, self.fusion_adaptive)
+        probabilities, used = fusion.fuse(usable, weights, self.fusion_rule,
+                                          self.fusion_adaptive if adaptive is None else adaptive)
         status = "fused" if len(used) == 2 else f"{next(iter(used))}_only"
         return {"status": status, **self._result(probabilities), "weights": weights,
                 "effective_weights": {name: round(value, 4) for name, value in used.items()},

@@ -302,10 +302,15 @@ def test_evaluate_fusion_command(cli_predictor, capsys, manifest, tmp_path):
     assert report["conditions"]["speech removed"]["speech"] is None
     clean = report["conditions"]["clean"]
     assert report["accuracy"] == clean["fused"] and np.array(report["confusion"]).sum() == 12
+    assert list(report["certainty_exponents"]) == ["0.0", "0.5", "1.0"]
     lines = out.splitlines()
-    assert lines[:-1] == [f"{name:<48} " + "  ".join(f"{modality} {value:.2%}" for modality, value in accuracy.items()
-                                                     if value is not None)
-                          for name, accuracy in report["conditions"].items()]
+    assert lines[:len(CONDITIONS)] == [f"{name:<48} " + "  ".join(f"{modality} {value:.2%}"
+                                                                  for modality, value in accuracy.items()
+                                                                  if value is not None)
+                                       for name, accuracy in report["conditions"].items()]
+    assert lines[len(CONDITIONS):-1] == [f"fused with certainty exponent {exponent}: mean over the conditions with "
+                                         f"both modalities {compared['mean_with_both']:.2%}"
+                                         for exponent, compared in report["certainty_exponents"].items()]
     assert lines[5].startswith("speech + babble 10 dB") and "face" in lines[5] and "speech" in lines[5]
     assert lines[-1].startswith(f"fusion on pseudo-paired pairs-test: accuracy {clean['fused']:.2%}")
     assert lines[-1].endswith(f"over 12 samples -> {tmp_path / 'report' / 'metrics-pairs-test.json'}")

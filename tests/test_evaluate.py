@@ -113,6 +113,23 @@ def test_each_distinct_file_is_predicted_once_per_condition(predictor, rows, rep
         assert crossed_report["conditions"][name]["speech"] == report["conditions"][name]["speech"]
 
 
+def test_certainty_exponents_compared_on_the_same_predictions(predictor, rows, report, monkeypatch):
+    """Each exponent's column is what fusing with that exponent shipped would score."""
+    tested = ["clean", "speech + white noise 10 dB", "face removed"]
+    compared = evaluate_fusion(predictor, rows, crops=True, conditions=tested, exponents=(0.0, 1.0))
+    assert list(compared["certainty_exponents"]) == ["0.0", "1.0"]
+    for exponent in (0.0, 1.0):
+        monkeypatch.setattr(predictor, "fusion_adaptive", exponent)
+        alone = evaluate_fusion(predictor, rows, crops=True, conditions=tested)
+        found = compared["certainty_exponents"][str(exponent)]
+        assert found["conditions"] == {name: alone["conditions"][name]["fused"] for name in tested}
+        # "face removed" keeps one modality only: the mean is over the other two conditions.
+        assert found["mean_with_both"] == pytest.approx((found["conditions"]["clean"]
+                                                         + found["conditions"]["speech + white noise 10 dB"]) / 2,
+                                                        abs=1e-4)
+    assert "certainty_exponents" not in report
+
+
 def test_user_weights(predictor, rows):
     weights = {"face": 1.0, "speech": 0.0}
     report = evaluate_fusion(predictor, rows, crops=True, weights=weights)
