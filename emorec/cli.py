@@ -141,10 +141,17 @@ def _unknown(path):
 
 
 def train(args):
+    if args.pack:
+        from . import datasets
+        if args.modality != "face":
+            raise InputError("--pack packs FER2013 faces: use it with `train face`")
+        size = datasets.pack_fer2013(args.data, args.out)
+        return print(f"FER2013 Training and PublicTest packed -> {args.out} ({size / 2**20:.1f} MiB)")
     from . import train as training
     if args.modality == "face":
         training.train_face(args.data, args.out, args.epochs or 30, args.batch_size or 64,
-                            args.learning_rate or 2e-3, args.width, args.labels, args.seed, args.resume)
+                            args.learning_rate or 2e-3, args.width, args.labels, args.seed, args.resume,
+                            args.limit, args.augment, args.workers, args.time_limit)
     else:
         from .models import MODELS_DIR
         training.train_speech(args.data, args.out, args.yamnet or MODELS_DIR / "yamnet" / "yamnet.tflite",
@@ -275,8 +282,9 @@ def parser():
 
     command = commands.add_parser("train", help="train the face CNN or the speech head")
     command.add_argument("modality", choices=("face", "speech"))
-    command.add_argument("--data", required=True, help="FER2013 folder or csv / speech corpus folder")
-    command.add_argument("--out", required=True, help="run folder: checkpoints and the exported model")
+    command.add_argument("--data", required=True, help="FER2013 folder, csv or .npz pack / speech corpus folder")
+    command.add_argument("--out", required=True, help="run folder: checkpoints and the exported model "
+                         "(with --pack: the .npz to write)")
     command.add_argument("--epochs", type=int)
     command.add_argument("--batch-size", type=int)
     command.add_argument("--learning-rate", type=float)
@@ -284,6 +292,13 @@ def parser():
     command.add_argument("--labels", choices=("seven", "six"), default="seven", help="label preset")
     command.add_argument("--seed", type=int, default=0)
     command.add_argument("--resume", action="store_true", help="continue the run in --out")
+    command.add_argument("--augment", choices=("standard", "photo"), default="standard",
+                         help="face augmentation: standard, or photo (adds real-photo degradations)")
+    command.add_argument("--workers", type=int, default=1, help="processes augmenting face batches")
+    command.add_argument("--limit", type=int, help="face: train on a random subset of this many faces (checks)")
+    command.add_argument("--time-limit", type=float, help="seconds: stop after the last epoch that fits")
+    command.add_argument("--pack", action="store_true",
+                         help="face: write FER2013 Training and PublicTest from --data into one .npz at --out")
     command.add_argument("--yamnet", help="YAMNet .tflite (speech; default: the bundled one)")
     command.add_argument("--cache", default=".cache/embeddings", help="embedding cache (speech)")
     command.add_argument("--variants", type=int, default=4, help="augmented copies per clip (speech)")

@@ -7,6 +7,7 @@ any backend) and, when done, the serving files: `<out>/model.tflite` and `<out>/
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import cv2
@@ -36,14 +37,51 @@ def face_network(num_classes, width=32):
     return keras.Model(inputs, layers.Dense(num_classes, name="logits")(x), name="face_cnn")
 
 
-def augment_face(face, rng):
-    """A random variant of a 48x48 face: flip, one affine warp (rotation, scale, shift), random erasing."""
+# Augmentation recipes for training faces (recorded in model.json). "standard" is the FER2013 recipe
+# the shipped CNN was trained with; "photo" adds what faces found in real photos go through: a looser
+# detector crop, low resolution, blur, sensor noise, JPEG, and other light. Each degradation is
+# applied with its probability (about one face in seven goes through none of them).
+AUGMENTATIONS = {
+    "standard": {"rotation": 12, "scale": [0.9, 1.1], "shift": 0.1, "erase": 0.5},
+    "photo": {"rotation": 15, "scale": [0.8, 1.25], "shift": 0.12, "erase": 0.5,
+              "light": 0.5, "gamma": [0.6, 1.6], "contrast": [0.6, 1.3], "brightness": 40,
+              "low_resolution": 0.3, "face_pixels": [16, 40], "blur": 0.2, "blur_sigma": [0.4, 1.5],
+              "noise": 0.2, "noise_sigma": [2, 10], "jpeg": 0.4, "jpeg_quality": [15, 90]},
+}
+
+
+def augment_face(face, rng, recipe=AUGMENTATIONS["standard"]):
+    """A random variant of a 48x48 grey uint8 face under an AUGMENTATIONS recipe: flip, one affine
+    warp (rotation, scale, shift), the recipe's photo degradations if any, and random erasing."""
+    def happens(step):  # draws only for the recipe's own steps: "standard" keeps its random stream
+        return step in recipe and rng.random() < recipe[step]
+
     if rng.random() < 0.5:
         face = face[:, ::-1]
-    matrix = cv2.getRotationMatrix2D((24, 24), rng.uniform(-12, 12), rng.uniform(0.9, 1.1))
-    matrix[:, 2] += rng.uniform(-4.8, 4.8, 2)
+    matrix = cv2.getRotationMatrix2D((24, 24), rng.uniform(-recipe["rotation"], recipe["rotation"]),
+                                     rng.uniform(*recipe["scale"]))
+    matrix[:, 2] += rng.uniform(-48 * recipe["shift"], 48 * recipe["shift"], 2)
     face = cv2.warpAffine(face, matrix, (48, 48), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    if rng.random() < 0.5:
+    if happens("light"):  # gamma, then contrast about the mean and brightness
+        light = (face / 255.0) ** rng.uniform(*recipe["gamma"]) * 255
+        light = (light - light.mean()) * rng.uniform(*recipe["contrast"]) + light.mean()
+        face = np.clip(light + rng.uniform(-recipe["brightness"], recipe["brightness"]), 0, 255).astype(np.uint8)
+    small = happens("low_resolution")
+    if small:  # the face was this many pixels wide in the photo: noise, blur and JPEG act at that size
+        side = int(rng.integers(recipe["face_pixels"][0], recipe["face_pixels"][1] + 1))
+        face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+    if happens("blur"):
+        face = cv2.GaussianBlur(face, (0, 0), rng.uniform(*recipe["blur_sigma"]) * face.shape[0] / 48)
+    if happens("noise"):
+        noise = rng.normal(0, rng.uniform(*recipe["noise_sigma"]), face.shape)
+        face = np.clip(face + noise, 0, 255).astype(np.uint8)
+    if happens("jpeg"):
+        quality = int(rng.integers(recipe["jpeg_quality"][0], recipe["jpeg_quality"][1] + 1))
+        face = cv2.imdecode(cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, quality])[1],
+                            cv2.IMREAD_GRAYSCALE)
+    if small:
+        face = cv2.resize(face, (48, 48), interpolation=cv2.INTER_LINEAR)
+    if happens("erase"):
         height, width = rng.integers(8, 24, 2)
         top, left = rng.integers(0, 48 - height), rng.integers(0, 48 - width)
         face[top:top + height, left:left + width] = rng.integers(0, 256)
@@ -51,11 +89,16 @@ def augment_face(face, rng):
 
 
 class FaceBatches(keras.utils.PyDataset):
-    """Shuffled, augmented FER2013 batches of (faces, one-hot targets, class weights)."""
+    """Shuffled, augmented FER2013 batches of (faces, one-hot targets, class weights).
 
-    def __init__(self, faces, targets, num_classes, batch_size, seed, weights, epoch=0):
-        super().__init__()
+    With `workers` over 1, that many processes augment batches ahead of the training step.
+    """
+
+    def __init__(self, faces, targets, num_classes, batch_size, seed, weights, epoch=0,
+                 recipe=AUGMENTATIONS["standard"], workers=1):
+        super().__init__(workers=workers, use_multiprocessing=workers > 1, max_queue_size=max(10, 2 * workers))
         self.faces, self.targets, self.batch_size, self.seed = faces, targets, batch_size, seed
+        self.recipe = recipe
         self.onehot = np.eye(num_classes, dtype=np.float32)[targets]
         self.sample_weights = np.array([weights[t] for t in targets], np.float32)
         self.epoch = epoch
@@ -71,7 +114,7 @@ class FaceBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        batch = np.stack([face_input(augment_face(self.faces[row].copy(), rng)) for row in rows])
+        batch = np.stack([face_input(augment_face(self.faces[row].copy(), rng, self.recipe)) for row in rows])
         return batch, self.onehot[rows], self.sample_weights[rows]
 
 
@@ -115,6 +158,23 @@ class Checkpoint(keras.callbacks.Callback):
         (self.folder / "state.json").write_text(json.dumps(state, indent=1))
 
 
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training after the epoch that leaves less time than that epoch took."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.deadline = time.monotonic() + seconds
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.monotonic()
+        if now + (now - self.started) > self.deadline:
+            print(f"stopping after epoch {epoch + 1}: the time limit leaves too little for another")
+            self.model.stop_training = True
+
+
 def _compiled(model, learning_rate):
     """The model compiled with the project's one recipe: AdamW, smoothed cross-entropy on logits."""
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=1e-4),
@@ -123,28 +183,34 @@ def _compiled(model, learning_rate):
     return model
 
 
-def _fit(build, train, validation, out, epochs, learning_rate, resume, batch_size=None):
+def _fit(build, train, validation, out, epochs, learning_rate, resume, batch_size=None, time_limit=None):
     """Compile (or resume) and fit with per-epoch checkpoints; returns the best model on validation.
 
     `train` is an (inputs, one-hot targets) pair, or a function of the first epoch to run that
-    returns a keras PyDataset; `validation` is an (inputs, one-hot targets) pair.
+    returns a keras PyDataset; `validation` is an (inputs, one-hot targets) pair. A complete run
+    needs only `best.keras` (and state.json), so the slim checkpoint of a GPU run exports here.
+    `time_limit` (seconds) stops training early, after the last epoch that fits.
     """
     checkpoint = Checkpoint(Path(out) / "checkpoints")
     state = checkpoint.state()
-    if resume and state["epoch"]:
-        model = keras.models.load_model(checkpoint.folder / "last.keras")
-        print(f"resuming at epoch {state['epoch'] + 1} of {epochs}" if state["epoch"] < epochs
-              else f"the run is complete at epoch {state['epoch']}; exporting its best epoch")
-    elif state["epoch"] and not resume:
+    if state["epoch"] and not resume:
         raise SystemExit(f"{checkpoint.folder} holds a run: pass --resume, or a new --out")
+    if state["epoch"] >= epochs:
+        print(f"the run is complete at epoch {state['epoch']}; exporting its best epoch")
     else:
-        model = _compiled(build(), learning_rate)
-    if state["epoch"] < epochs:
+        if state["epoch"]:
+            if not (checkpoint.folder / "last.keras").exists():
+                raise SystemExit(f"{checkpoint.folder} holds no last.keras to continue from; to export "
+                                 f"its best epoch, pass --epochs {state['epoch']} with --resume")
+            model = keras.models.load_model(checkpoint.folder / "last.keras")
+            print(f"resuming at epoch {state['epoch'] + 1} of {epochs}")
+        else:
+            model = _compiled(build(), learning_rate)
         x, y = (train(state["epoch"]), None) if callable(train) else train
+        callbacks = [keras.callbacks.LearningRateScheduler(cosine_schedule(learning_rate, epochs)), checkpoint]
         model.fit(x, y, batch_size=batch_size, validation_data=validation, epochs=epochs,
                   initial_epoch=state["epoch"], verbose=2,
-                  callbacks=[keras.callbacks.LearningRateScheduler(cosine_schedule(learning_rate, epochs)),
-                             checkpoint])
+                  callbacks=callbacks + ([TimeLimit(time_limit)] if time_limit else []))
     return keras.models.load_model(checkpoint.folder / "best.keras")
 
 
@@ -168,9 +234,14 @@ def export(network, out, label_names, quantize=False, **settings):
 
 
 def train_face(data, out, epochs=30, batch_size=64, learning_rate=2e-3, width=32,
-               label_preset="seven", seed=0, resume=False, limit=None):
+               label_preset="seven", seed=0, resume=False, limit=None, augment="standard", workers=1,
+               time_limit=None):
     """Train the face CNN on FER2013 Training, choosing on PublicTest; export the best epoch
-    with int8 weights."""
+    with int8 weights.
+
+    `data` is the FER2013 folder, its csv, or a pack (datasets.pack_fer2013); `augment` names an
+    AUGMENTATIONS recipe; `workers` processes augment batches; `time_limit` is in seconds.
+    """
     keras.utils.set_random_seed(seed)
     names = label_sets.preset(label_preset)
     faces, targets, _ = datasets.fer2013(data, "train", names)
@@ -183,13 +254,14 @@ def train_face(data, out, epochs=30, batch_size=64, learning_rate=2e-3, width=32
     onehot = np.eye(len(names), dtype=np.float32)
 
     def batches(first_epoch):
-        return FaceBatches(faces, targets, len(names), batch_size, seed, weights, first_epoch)
+        return FaceBatches(faces, targets, len(names), batch_size, seed, weights, first_epoch,
+                           AUGMENTATIONS[augment], workers)
 
     network = _fit(lambda: face_network(len(names), width), batches, (x_val, onehot[val_targets]), out,
-                   epochs, learning_rate, resume)
+                   epochs, learning_rate, resume, time_limit=time_limit)
     export(network, out, names, quantize=True, input="face 48x48 grey in [0, 1]",
-           architecture=f"VGG-style CNN, width {width}",
-           parameters=int(network.count_params()))
+           architecture=f"VGG-style CNN, width {width}", parameters=int(network.count_params()),
+           augmentation={"recipe": augment, **AUGMENTATIONS[augment]})
     return network
 
 
