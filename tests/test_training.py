@@ -13,6 +13,8 @@ import pytest
 pytest.importorskip("keras")
 
 from emorec import datasets, train  # noqa: E402
+from emorec.cli import main  # noqa: E402
+from emorec.errors import InputError  # noqa: E402
 from emorec.image import face_input  # noqa: E402
 from emorec.labels import LABELS, preset  # noqa: E402
 from emorec.audio import load_audio, speech_frames  # noqa: E402
@@ -203,6 +205,24 @@ def test_augment_face_is_seeded_and_keeps_shape():
     assert not np.array_equal(first, face)
 
 
+def test_photo_augmentation_is_seeded_keeps_range_and_degrades():
+    face = cv2.imread(str(sorted(shared(FER2013 / "test" / "happy").glob("PrivateTest_*.jpg"))[0]),
+                      cv2.IMREAD_GRAYSCALE)
+    photo = train.AUGMENTATIONS["photo"]
+    variants = [train.augment_face(face.copy(), np.random.default_rng(seed), photo) for seed in range(40)]
+    again = train.augment_face(face.copy(), np.random.default_rng(7), photo)
+    np.testing.assert_array_equal(variants[7], again)
+    assert all(v.shape == (48, 48) and v.dtype == np.uint8 for v in variants)
+    assert all(not np.array_equal(v, face) for v in variants)
+    assert len({v.tobytes() for v in variants}) == len(variants)
+    # Low resolution, blur and JPEG take out fine detail: less high-frequency energy than the
+    # standard recipe's variants of the same face, on average.
+    standard = [train.augment_face(face.copy(), np.random.default_rng(seed)) for seed in range(40)]
+    detail = [np.mean([np.abs(cv2.Laplacian(v, cv2.CV_32F)).mean() for v in faces]) for faces in (variants, standard)]
+    assert detail[0] < 0.9 * detail[1]
+    assert np.std([v.mean() for v in variants]) > np.std([v.mean() for v in standard])  # other light
+
+
 def test_face_batches():
     faces = np.random.default_rng(0).integers(0, 256, (10, 48, 48), dtype=np.uint8)
     targets = np.array([0, 1, 2, 3, 4, 5, 6, 0, 1, 2])
@@ -222,6 +242,61 @@ def test_fer2013_csv_for_training_round_trip(tmp_path):
     faces, targets, _ = datasets.fer2013(path, "train")
     assert faces.shape == (14, 48, 48)
     assert [LABELS[t] for t in targets[:7]] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+def real_fer_folder(folder, per_label=2):
+    """A Kaggle-layout FER2013 folder of real faces: PrivateTest files renamed as Training and PublicTest."""
+    for label in LABELS:
+        sources = sorted(shared(FER2013 / "test" / label).glob("PrivateTest_*.jpg"))[:2 * per_label]
+        for number, source in enumerate(sources):
+            usage, split = ("Training", "train") if number < per_label else ("PublicTest", "test")
+            (folder / split / label).mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, folder / split / label / f"{usage}_{number}.jpg")
+    return folder
+
+
+def test_fer2013_pack_round_trip(tmp_path):
+    """The pack holds Training (lossy WebP, within a few grey levels) and PublicTest (exact), with
+    labels and names; `train face --data` reads it like the folder it came from."""
+    source = real_fer_folder(tmp_path / "fer")
+    size = datasets.pack_fer2013(source, tmp_path / "packs" / "fer.npz")
+    assert size == (tmp_path / "packs" / "fer.npz").stat().st_size
+    for split, tolerance in (("train", 4), ("public-test", 0)):
+        faces, targets, names = datasets.fer2013(source, split)
+        packed, packed_targets, packed_names = datasets.fer2013(tmp_path / "packs" / "fer.npz", split)
+        assert packed.shape == faces.shape == (14, 48, 48) and packed.dtype == np.uint8
+        np.testing.assert_array_equal(packed_targets, targets)
+        assert packed_names == names
+        assert np.abs(packed.astype(int) - faces).mean() <= tolerance
+    assert np.abs(packed.astype(int) - faces).max() == 0  # PublicTest: lossless
+    six, six_targets, _ = datasets.fer2013(tmp_path / "packs" / "fer.npz", "train", preset("six"))
+    assert len(six) == 12 and set(six_targets) == set(range(6))
+    with pytest.raises(InputError, match="no FER2013 PrivateTest images"):
+        datasets.fer2013(tmp_path / "packs" / "fer.npz", "private-test")
+
+
+def test_pack_command_and_its_errors(tmp_path, capsys):
+    source = real_fer_folder(tmp_path / "fer", per_label=1)
+    assert main(["train", "face", "--pack", "--data", str(source), "--out", str(tmp_path / "fer.npz")]) == 0
+    assert "FER2013 Training and PublicTest packed" in capsys.readouterr().out
+    assert len(datasets.fer2013(tmp_path / "fer.npz", "train")[0]) == 7
+    assert main(["train", "speech", "--pack", "--data", str(source), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "emorec: error: --pack packs FER2013 faces" in capsys.readouterr().err
+    (tmp_path / "bad.npz").write_bytes(b"not a pack")
+    with pytest.raises(InputError, match="not a FER2013 pack"):
+        datasets.fer2013(tmp_path / "bad.npz", "train")
+
+
+def test_time_limit_stops_after_the_last_epoch_that_fits():
+    class Model:
+        stop_training = False
+
+    for seconds, stops in ((0, True), (3600, False)):
+        limit = train.TimeLimit(seconds)
+        limit.set_model(Model())
+        limit.on_epoch_begin(0)
+        limit.on_epoch_end(0)
+        assert limit.model.stop_training is stops
 
 
 # ---- the speech head --------------------------------------------------------------------
