@@ -22,7 +22,7 @@ echo "installed in $((SECONDS - start)) s" | tee -a "$OUT/train.log"
 timeout --signal=INT $((${TIME_LIMIT%.*} + 60)) python3 -m emorec.cli train face --data .devdata/fer2013.npz \
     --out "$RUN" --epochs "$EPOCHS" --width "$WIDTH" --batch-size "$BATCH" --seed "$SEED" \
     --augment "$AUGMENT" --workers "$WORKERS" --time-limit "$TIME_LIMIT" ${LIMIT:+--limit "$LIMIT"} 2>&1 \
-    | grep -v -e "os.fork() was called" -e "multi-threaded, use of fork()" -e "^  self.pid = os.fork()" \
+    | grep --line-buffered -v -e "os.fork() was called" -e "multi-threaded, use of fork()" -e "^  self.pid = os.fork()" \
     | tee -a "$OUT/train.log"
 echo "trained until $((SECONDS - start)) s" | tee -a "$OUT/train.log"
 mkdir -p "$OUT/checkpoints"
