@@ -282,7 +282,8 @@ def parser():
 
     command = commands.add_parser("train", help="train the face CNN or the speech head")
     command.add_argument("modality", choices=("face", "speech"))
-    command.add_argument("--data", required=True, help="FER2013 folder, csv or .npz pack / speech corpus folder")
+    command.add_argument("--data", required=True,
+                         help="FER2013 folder, csv or .npz pack / speech corpus folder")
     command.add_argument("--out", required=True, help="run folder: checkpoints and the exported model "
                          "(with --pack: the .npz to write)")
     command.add_argument("--epochs", type=int)

@@ -65,7 +65,8 @@ def augment_face(face, rng, recipe=AUGMENTATIONS["standard"]):
     if happens("light"):  # gamma, then contrast about the mean and brightness
         light = (face / 255.0) ** rng.uniform(*recipe["gamma"]) * 255
         light = (light - light.mean()) * rng.uniform(*recipe["contrast"]) + light.mean()
-        face = np.clip(light + rng.uniform(-recipe["brightness"], recipe["brightness"]), 0, 255).astype(np.uint8)
+        light += rng.uniform(-recipe["brightness"], recipe["brightness"])
+        face = np.clip(light, 0, 255).astype(np.uint8)
     small = happens("low_resolution")
     if small:  # the face was this many pixels wide in the photo: noise, blur and JPEG act at that size
         side = int(rng.integers(recipe["face_pixels"][0], recipe["face_pixels"][1] + 1))
@@ -96,7 +97,8 @@ class FaceBatches(keras.utils.PyDataset):
 
     def __init__(self, faces, targets, num_classes, batch_size, seed, weights, epoch=0,
                  recipe=AUGMENTATIONS["standard"], workers=1):
-        super().__init__(workers=workers, use_multiprocessing=workers > 1, max_queue_size=max(10, 2 * workers))
+        super().__init__(workers=workers, use_multiprocessing=workers > 1,
+                         max_queue_size=max(10, 2 * workers))
         self.faces, self.targets, self.batch_size, self.seed = faces, targets, batch_size, seed
         self.recipe = recipe
         self.onehot = np.eye(num_classes, dtype=np.float32)[targets]

@@ -14,13 +14,16 @@ set -u
 EPOCHS=${EPOCHS:-60} WIDTH=${WIDTH:-48} BATCH=${BATCH:-64} SEED=${SEED:-2} AUGMENT=${AUGMENT:-photo}
 WORKERS=${WORKERS:-12} TIME_LIMIT=${TIME_LIMIT:-300} SITE=${SITE:-/tmp/site} RUN=${RUN:-/tmp/face-run}
 start=$SECONDS
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+    .whl/*.whl || exit
 export PYTHONPATH=$SITE:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
-python3 -c 'import jax, keras; print("keras", keras.__version__, "on jax", jax.__version__, jax.devices())' 2>&1 | tee "$OUT/train.log"
+python3 -c 'import jax, keras; print("keras", keras.__version__, "on jax", jax.__version__, jax.devices())' 2>&1 \
+    | tee "$OUT/train.log"
 echo "installed in $((SECONDS - start)) s" | tee -a "$OUT/train.log"
-# Without TensorFlow the run ends by saying that the export needs it: expected here.
+# Without TensorFlow the run ends by saying that the export needs it: expected here. --resume: a
+# second call on a machine still warm continues the run from its last epoch.
 timeout --signal=INT $((${TIME_LIMIT%.*} + 60)) python3 -m emorec.cli train face --data .devdata/fer2013.npz \
-    --out "$RUN" --epochs "$EPOCHS" --width "$WIDTH" --batch-size "$BATCH" --seed "$SEED" \
+    --resume --out "$RUN" --epochs "$EPOCHS" --width "$WIDTH" --batch-size "$BATCH" --seed "$SEED" \
     --augment "$AUGMENT" --workers "$WORKERS" --time-limit "$TIME_LIMIT" ${LIMIT:+--limit "$LIMIT"} 2>&1 \
     | grep --line-buffered -v -e "os.fork() was called" -e "multi-threaded, use of fork()" -e "^  self.pid = os.fork()" \
     | tee -a "$OUT/train.log"
@@ -29,6 +32,6 @@ mkdir -p "$OUT/checkpoints"
 cp "$RUN/checkpoints/state.json" "$OUT/checkpoints/" || exit
 python3 -c 'import sys, keras; keras.models.load_model(sys.argv[1], compile=False).save(sys.argv[2])' \
     "$RUN/checkpoints/best.keras" "$OUT/checkpoints/best.keras" || exit
-python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); print("epochs run:", s["epoch"], "best val_accuracy:", s["best"])' \
+python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); print("epochs:", s["epoch"], "best val_accuracy:", s["best"])' \
     "$OUT/checkpoints/state.json" | tee -a "$OUT/train.log"
 echo "done in $((SECONDS - start)) s" | tee -a "$OUT/train.log"

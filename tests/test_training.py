@@ -218,7 +218,8 @@ def test_photo_augmentation_is_seeded_keeps_range_and_degrades():
     # Low resolution, blur and JPEG take out fine detail: less high-frequency energy than the
     # standard recipe's variants of the same face, on average.
     standard = [train.augment_face(face.copy(), np.random.default_rng(seed)) for seed in range(40)]
-    detail = [np.mean([np.abs(cv2.Laplacian(v, cv2.CV_32F)).mean() for v in faces]) for faces in (variants, standard)]
+    detail = [np.mean([np.abs(cv2.Laplacian(v, cv2.CV_32F)).mean() for v in faces])
+              for faces in (variants, standard)]
     assert detail[0] < 0.9 * detail[1]
     assert np.std([v.mean() for v in variants]) > np.std([v.mean() for v in standard])  # other light
 
