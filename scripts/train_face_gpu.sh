@@ -16,7 +16,8 @@ WORKERS=${WORKERS:-12} TIME_LIMIT=${TIME_LIMIT:-300} SITE=${SITE:-/tmp/site} RUN
 start=$SECONDS
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
     .whl/*.whl || exit
-export PYTHONPATH=$SITE:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+# One OpenCV thread per process: each worker augments whole 48x48 faces, one at a time.
+export PYTHONPATH=$SITE:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1 OPENCV_FOR_THREADS_NUM=1
 python3 -c 'import jax, keras; print("keras", keras.__version__, "on jax", jax.__version__, jax.devices())' 2>&1 \
     | tee "$OUT/train.log"
 echo "installed in $((SECONDS - start)) s" | tee -a "$OUT/train.log"
