@@ -83,7 +83,7 @@ def audio_chunks(source, name, max_seconds):
                 packets += 1
                 try:
                     frames = stream.decode(packet)
-                except av.InvalidDataError:
+                except av.FFmpegError:
                     failed += 1
                     continue
                 for frame in frames:
