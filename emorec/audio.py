@@ -13,7 +13,6 @@ SAMPLE_RATE = 16000
 FRAME_SAMPLES = 15600  # 0.975 s, YAMNet's input window
 HOP_SAMPLES = 7680  # 0.48 s
 MAX_SECONDS = float(os.environ.get("EMOREC_MAX_AUDIO_SECONDS", 600))
-BLOCK_FRAMES = 1 << 16  # libsndfile reads this many frames at a time
 # The first bytes of the files libsndfile reads (WAV, RF64, Wave64, AIFF, FLAC); FFmpeg reads the rest.
 LIBSNDFILE_SIGNATURES = {b"RIFF", b"RIFX", b"RF64", b"BW64", b"riff", b"FORM", b"fLaC"}
 
@@ -56,10 +55,10 @@ def _libsndfile_chunks(sound, name, max_seconds):
     with sound:
         media.check_duration(sound.frames / sound.samplerate, max_seconds, name)
         try:
-            while len(block := sound.read(BLOCK_FRAMES, dtype="float32", always_2d=True)):
+            while len(block := sound.read(media.BLOCK_SAMPLES, dtype="float32", always_2d=True)):
                 yield block, sound.samplerate
         except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
-            detail = getattr(error, "error_string", None) or str(error)  # libsndfile's words, without the stream's repr
+            detail = getattr(error, "error_string", None) or str(error)  # without the stream's repr
             raise InputError(f"{name}: not a readable audio file ({detail})") from None
 
 

@@ -32,6 +32,7 @@ ENCODERS = {
 TELEPHONE_RATE = 8000
 TELEPHONE_BAND = (300.0, 3400.0)
 CORRUPT_SHARE = 0.1  # more unreadable packets than this and the stream is refused as corrupt
+BLOCK_SAMPLES = 1 << 16  # decoded samples are mixed and resampled in blocks of about this many
 
 
 class NoAudioTrack(InputError):
@@ -46,7 +47,8 @@ def open_media(source, name, kind="audio"):
         target = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else f"file:{os.fspath(source)}"
         container = av.open(target, options={"format_whitelist": CONTAINERS})
     except av.FFmpegError as error:
-        detail = "unsupported format" if error.errno == errno.EINVAL else error.strerror
+        detail = ("unsupported format" if error.errno == errno.EINVAL
+                  else "the file ends too early" if isinstance(error, av.EOFError) else error.strerror)
         raise InputError(f"{name}: not a readable {kind} file ({detail})") from None
     with container:
         yield container
@@ -68,32 +70,54 @@ def audio_chunks(source, name, max_seconds):
     """Yield (float32 [samples, channels], sample rate) blocks of a file's first audio stream.
 
     The header's duration is checked against `max_seconds` before anything is decoded (mono_waveform
-    enforces the cap again while decoding). A file without audio raises NoAudioTrack; packets that
-    fail to decode are skipped unless they are more than CORRUPT_SHARE of the stream.
+    enforces the cap again while decoding). A file without audio raises NoAudioTrack.
     """
     with open_media(source, name) as container:
         if not container.streams.audio:
             raise NoAudioTrack(f"{name}: no audio track")
         stream = container.streams.audio[0]
         check_duration(header_seconds(container, stream), max_seconds, name)
-        to_float = av.AudioResampler(format="flt")  # packed float32, same layout and rate
-        packets = failed = 0
-        try:
-            for packet in container.demux(stream):
-                packets += 1
-                try:
-                    frames = stream.decode(packet)
-                except av.FFmpegError:
-                    failed += 1
-                    continue
-                for frame in frames:
-                    for block in to_float.resample(frame):
-                        yield block.to_ndarray().reshape(block.samples, -1), block.sample_rate
-        except (av.FFmpegError, ValueError) as error:  # ValueError: the layout or rate changed mid-stream
-            detail = error.strerror if isinstance(error, av.FFmpegError) else str(error)
-            raise InputError(f"{name}: audio data is corrupt or truncated ({detail})") from None
-        if failed > CORRUPT_SHARE * packets:
-            raise InputError(f"{name}: audio data is corrupt ({failed} of {packets} packets unreadable)")
+        pending, count, rate = [], 0, None
+        for frame in decoded_frames(container, stream, name):
+            if rate not in (None, frame.sample_rate):
+                raise InputError(f"{name}: the audio's sample rate changes mid-stream")
+            rate, samples = frame.sample_rate, float_samples(frame)
+            if pending and (count >= BLOCK_SAMPLES or samples.shape[1] != pending[-1].shape[1]):
+                yield np.concatenate(pending), rate
+                pending, count = [], 0
+            pending.append(samples)
+            count += len(samples)
+        if pending:
+            yield np.concatenate(pending), rate
+
+
+def decoded_frames(container, stream, name, kind="audio"):
+    """The stream's decoded frames. Packets that fail to decode are skipped, unless they are more than
+    CORRUPT_SHARE of the stream; an error reading the container stops with InputError."""
+    packets = failed = 0
+    try:
+        for packet in container.demux(stream):
+            packets += 1
+            try:
+                frames = stream.decode(packet)
+            except av.FFmpegError:
+                failed += 1
+                continue
+            yield from frames
+    except av.FFmpegError as error:
+        raise InputError(f"{name}: {kind} data is corrupt or truncated ({error.strerror})") from None
+    if failed > CORRUPT_SHARE * packets:
+        raise InputError(f"{name}: {kind} data is corrupt ({failed} of {packets} packets unreadable)")
+
+
+def float_samples(frame):
+    """A decoded audio frame as float32 [samples, channels] in [-1, 1]."""
+    array = frame.to_ndarray()  # planar: [channels, samples]; packed: [1, samples * channels]
+    array = array.T if frame.format.is_planar else array.reshape(-1, frame.layout.nb_channels)
+    if array.dtype.kind == "f":
+        return array.astype(np.float32, copy=False)
+    offset = 128 if array.dtype == np.uint8 else 0  # unsigned 8-bit is centred on 128
+    return (array.astype(np.float32) - offset) / np.float32(2 ** (8 * array.dtype.itemsize - 1))
 
 
 def mono_waveform(chunks, rate, name, max_seconds):
@@ -110,7 +134,8 @@ def mono_waveform(chunks, rate, name, max_seconds):
                 resampler = soxr.ResampleStream(block_rate, rate, 1, dtype="float32", quality="HQ")
         seen += len(samples)
         if seen > max_seconds * source_rate:
-            raise InputError(f"{name}: audio is over the {max_seconds:.0f} s limit (longer than its header says)")
+            raise InputError(f"{name}: audio is over the {max_seconds:.0f} s limit "
+                             "(longer than its header says)")
         mono = np.nan_to_num(samples.mean(axis=1, dtype=np.float32))
         parts.append(resampler.resample_chunk(mono) if resampler else mono)
     if not seen:
@@ -144,7 +169,8 @@ def encode_audio(waveform, rate, codec, bitrate=None, container=None):
         if bitrate:
             stream.bit_rate = int(bitrate)
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="flt", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)  # a start: the muxer records the delay
+        # A start time, so that the muxer records the encoder's delay for the decoder to remove
+        frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
         output.mux(stream.encode(frame))
         output.mux(stream.encode(None))
     return buffer.getvalue()
@@ -157,7 +183,8 @@ def fit_length(waveform, length):
 
 def codec_round_trip(waveform, rate, codec, bitrate=None, container=None):
     """The waveform after encoding (encode_audio's arguments) and decoding back: same rate and length."""
-    decoded = decode_audio(encode_audio(waveform, rate, codec, bitrate, container), rate, f"{codec} round trip")
+    data = encode_audio(waveform, rate, codec, bitrate, container)
+    decoded = decode_audio(data, rate, f"{codec} round trip")
     return fit_length(decoded, len(waveform))
 
 
@@ -169,4 +196,5 @@ def telephone_band(waveform, rate):
     spectrum[(frequencies < TELEPHONE_BAND[0]) | (frequencies > TELEPHONE_BAND[1])] = 0
     band = np.fft.irfft(spectrum, len(narrow)).astype(np.float32)
     line = codec_round_trip(band, TELEPHONE_RATE, "pcm_mulaw")
-    return fit_length(soxr.resample(line, TELEPHONE_RATE, rate, quality="HQ"), len(waveform)).astype(np.float32)
+    back = soxr.resample(line, TELEPHONE_RATE, rate, quality="HQ")
+    return fit_length(back, len(waveform)).astype(np.float32)

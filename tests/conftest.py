@@ -60,7 +60,8 @@ def tone(seconds=1.0, rate=16000, frequency=440.0, amplitude=0.3, channels=1):
 def chirp(seconds=2.0, rate=16000, low=200.0, high=3000.0, amplitude=0.5):
     """A linear sweep from `low` to `high` Hz: a sound whose alignment is unambiguous."""
     t = np.arange(int(round(seconds * rate))) / rate
-    return (amplitude * np.sin(2 * np.pi * (low * t + (high - low) * t ** 2 / (2 * seconds)))).astype(np.float32)
+    phase = 2 * np.pi * (low * t + (high - low) * t ** 2 / (2 * seconds))
+    return (amplitude * np.sin(phase)).astype(np.float32)
 
 
 def media_bytes(format, audio=None, rate=16000, audio_codec="aac", frames=None, fps=10, times=None,
