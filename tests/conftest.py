@@ -96,6 +96,25 @@ def media_bytes(format, audio=None, rate=16000, audio_codec="aac", frames=None, 
     return buffer.getvalue()
 
 
+def mp4_refilled(data, fill):
+    """An MP4 whose sample data (the mdat box's payload) is replaced by fill(size) bytes."""
+    at = data.index(b"mdat")
+    (size,) = struct.unpack(">I", data[at - 4:at])
+    return data[:at + 4] + fill(size - 8) + data[at - 4 + size:]
+
+
+def mp4_claiming(data, seconds):
+    """An MP4 whose movie and track headers (mvhd, every mdhd) claim `seconds`, whatever it holds."""
+    data = bytearray(data)
+    for box in (b"mvhd", b"mdhd"):
+        at = data.find(box)
+        while at >= 0:  # version 0: timescale and duration at +16 and +20 from the box name
+            (timescale,) = struct.unpack(">I", data[at + 16:at + 20])
+            data[at + 20:at + 24] = struct.pack(">I", round(seconds * timescale))
+            at = data.find(box, at + 1)
+    return bytes(data)
+
+
 def image_bytes(array_or_image, format="PNG", **options):
     """Encode a NumPy array or PIL image with PIL."""
     image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)

@@ -19,8 +19,8 @@ from emorec.cli import AUDIO_SUFFIXES, IMAGE_SUFFIXES, main
 from emorec.errors import InputError
 from emorec.labels import LABELS
 
-from conftest import (assert_valid_result, error_lines, gradient, image_bytes, media_bytes, png_chunk,
-                      png_with_header, run_cli, tone, wav_bytes, wav_header, write)
+from conftest import (assert_valid_result, error_lines, gradient, image_bytes, media_bytes, mp4_refilled,
+                      png_chunk, png_with_header, run_cli, tone, wav_bytes, wav_header, write)
 
 OK = None  # expected outcome: a well-formed result
 RNG_BYTES = np.random.default_rng(1234).integers(0, 256, 4096, dtype=np.uint8).tobytes()
@@ -75,13 +75,6 @@ def exif_rotated():
 
 def m4a():
     return media.encode_audio(tone(0.5), 16000, "aac", 32000)
-
-
-def mdat_zeroed(data):
-    """An MP4 whose sample data (the mdat box's payload) is all zero bytes."""
-    at = data.index(b"mdat")
-    (size,) = struct.unpack(">I", data[at - 4:at])
-    return data[:at + 4] + bytes(size - 8) + data[at - 4 + size:]
 
 
 def wav_with(offset, fmt, value):
@@ -163,7 +156,7 @@ CASES = [
     ("audio-mp4-no-audio-track", "audio", "silent.mp4", media_bytes("mp4", frames=[gradient(16, 16)] * 5),
      "no audio track"),
     ("audio-m4a-truncated", "audio", "cut.m4a", m4a()[:len(m4a()) // 2], UNREADABLE_AUDIO),
-    ("audio-m4a-zeroed-data", "audio", "zeros.m4a", mdat_zeroed(m4a()), CORRUPT_AUDIO),
+    ("audio-m4a-zeroed-data", "audio", "zeros.m4a", mp4_refilled(m4a(), bytes), CORRUPT_AUDIO),
 ]
 IDS = [case[0] for case in CASES]
 ERRORS = [case for case in CASES if case[4] is not OK]

@@ -6,7 +6,6 @@ one real nEMO Opus file, one RAVDESS WAV and the sample videos from ../shared.
 """
 
 import io
-import struct
 
 import av
 import numpy as np
@@ -18,7 +17,8 @@ from emorec.audio import SAMPLE_RATE, load_audio
 from emorec.errors import InputError
 from emorec.web import create_app
 
-from conftest import CLIP, SAMPLES, SHARED, chirp, gradient, media_bytes, shared, wav_bytes, write
+from conftest import (CLIP, SAMPLES, SHARED, chirp, gradient, media_bytes, mp4_claiming, mp4_refilled, shared,
+                      wav_bytes, write)
 
 SWEEP = chirp(2.0)  # 2 s, 200-3000 Hz, 16 kHz
 FRAMES = [gradient(32, 48)] * 20  # 2 s of video at 10 frames/s
@@ -55,27 +55,8 @@ FILES = {
 VIDEO_WITHOUT_AUDIO = media_bytes("mp4", frames=FRAMES)
 
 
-def garbled(data, fill):
-    """`data` (an MP4) with its sample data (the mdat box's payload) overwritten by `fill(size)`."""
-    data = bytearray(data)
-    at = data.index(b"mdat")
-    (size,) = struct.unpack(">I", data[at - 4:at])
-    data[at + 4:at - 4 + size] = fill(size - 8)
-    return bytes(data)
-
-
 def noise(size):
     return RNG.integers(0, 256, size, dtype=np.uint8).tobytes()
-
-
-def long_m4a_claiming(seconds, claimed):
-    """An M4A of `seconds` whose movie and track headers (mvhd, mdhd) claim `claimed` seconds."""
-    data = bytearray(media.encode_audio(chirp(seconds), SAMPLE_RATE, "aac", 32000))
-    for box in (b"mvhd", b"mdhd"):  # version 0: timescale and duration at +16 and +20 from the box name
-        at = data.index(box)
-        (timescale,) = struct.unpack(">I", data[at + 16:at + 20])
-        data[at + 20:at + 24] = struct.pack(">I", round(claimed * timescale))
-    return bytes(data)
 
 
 # ---- decoding ---------------------------------------------------------------------------
@@ -110,7 +91,7 @@ def test_video_without_audio_is_no_audio_track(tmp_path):
 
 
 def test_header_duration_is_checked_before_decoding():
-    data = garbled(media.encode_audio(chirp(3.0), SAMPLE_RATE, "aac", 32000), noise)
+    data = mp4_refilled(media.encode_audio(chirp(3.0), SAMPLE_RATE, "aac", 32000), noise)
     with pytest.raises(InputError, match="corrupt"):
         load_audio(data)
     # Garbage audio, but the limit is told first: nothing was decoded.
@@ -119,7 +100,7 @@ def test_header_duration_is_checked_before_decoding():
 
 
 def test_a_file_longer_than_its_header_says_is_stopped_while_decoding():
-    liar = long_m4a_claiming(6.0, claimed=1.0)
+    liar = mp4_claiming(media.encode_audio(chirp(6.0), SAMPLE_RATE, "aac", 32000), 1.0)
     with av.open(io.BytesIO(liar)) as container:
         assert media.header_seconds(container, container.streams.audio[0]) == pytest.approx(1.0)
     with pytest.raises(InputError, match="over the 3 s limit \\(longer than its header says\\)"):
@@ -128,9 +109,9 @@ def test_a_file_longer_than_its_header_says_is_stopped_while_decoding():
 
 
 @pytest.mark.parametrize("data, message", [
-    (FILES["m4a"][0][:len(FILES["m4a"][0]) // 2], "not a readable audio file"),  # its index (moov) is at the end
+    (FILES["m4a"][0][:len(FILES["m4a"][0]) // 2], "not a readable audio file"),  # its index is at the end
     (FILES["mp3"][0][:100], "not a readable audio file"),
-    (garbled(FILES["m4a"][0], noise), r"audio data is corrupt \(\d+ of \d+ packets unreadable\)"),
+    (mp4_refilled(FILES["m4a"][0], noise), r"audio data is corrupt \(\d+ of \d+ packets unreadable\)"),
     (FILES["m4a"][0][:32] + noise(4000), "not a readable audio file"),
     (b"ID3\x03" + bytes(6) + noise(4000), "not a readable audio file"),
     (b"OggS" + noise(4000), "not a readable audio file"),
@@ -170,7 +151,7 @@ def test_ffmpeg_and_libsndfile_agree_on_wav_and_opus():
     assert len(decoded) == pytest.approx(header.duration * SAMPLE_RATE, abs=2)
     by_libsndfile = media.mono_waveform([(soundfile.read(opus, dtype="float32", always_2d=True)[0], 24000)],
                                         SAMPLE_RATE, "nEMO", 600)
-    assert correlation(decoded, by_libsndfile) > 0.97  # libopus decodes at 48 kHz for FFmpeg, 24 for libsndfile
+    assert correlation(decoded, by_libsndfile) > 0.97  # libopus decodes at 48 kHz for FFmpeg, 24 kHz here
 
 
 @pytest.mark.parametrize("subtype, channels", [("PCM_U8", 1), ("PCM_16", 2), ("PCM_24", 1), ("PCM_32", 2),
@@ -201,7 +182,8 @@ def test_sample_videos_audio_track(name, seconds):
 def test_codec_round_trip_keeps_length_and_alignment(codec, bitrate, container, floor):
     speech, rate = soundfile.read(shared(CLIP), dtype="float32")
     data = media.encode_audio(speech, rate, codec, bitrate, container)
-    expected = "matroska" if container == "webm" else {"mp3": "mp3", "aac": "mov", "opus": "ogg", "flac": "flac"}[codec]
+    usual = {"mp3": "mp3", "aac": "mov", "opus": "ogg", "flac": "flac"}
+    expected = "matroska" if container == "webm" else usual[codec]
     assert expected in probe(data)[0].split(",")
     if bitrate:
         assert len(data) * 8 / (len(speech) / rate) < 1.5 * bitrate  # about the asked bitrate, not lossless
