@@ -89,7 +89,8 @@ def read_frames(source, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, threads=0):
         for frame in media.decoded_frames(container, stream, name, "video"):
             decoded += 1
             if decoded > MAX_FRAMES:
-                raise InputError(f"{name}: video has over {MAX_FRAMES} frames, the limit")
+                raise InputError(f"{name}: video is over the {MAX_FRAMES} frame limit "
+                                 "(more frames than its header says)")
             if frame.pts is None:
                 continue  # no timestamp: cannot be placed on the timeline
             seconds = float(frame.pts * frame.time_base) - start
