@@ -3,7 +3,8 @@ copies of it, and what importing PyAV adds to a serving process (time and reside
 
     .venv/bin/python benchmarks/decode.py [--reps 40] [--out benchmarks/decode.json]
 
-One thread. The clips are common.make_inputs()'s 5 s and 30 s RAVDESS speech (actor 21).
+One thread; the figures compare side by side, on a machine whose load average is recorded with them.
+The clips are common.make_inputs()'s 5 s and 30 s RAVDESS speech (actor 21).
 """
 
 import argparse
@@ -51,7 +52,7 @@ def main():
     parser.add_argument("--out", type=Path, default=HERE / "decode.json")
     args = parser.parse_args()
     inputs = common.make_inputs()
-    report = {"decode_ms_p50": {}}
+    report = {"load_average_at_start": os.getloadavg(), "decode_ms_p50": {}}
     for clip in ("clip5", "clip30"):
         wav = inputs[clip]
         waveform = load_audio(wav)

@@ -32,6 +32,7 @@ ENCODERS = {
 TELEPHONE_RATE = 8000
 TELEPHONE_BAND = (300.0, 3400.0)
 CORRUPT_SHARE = 0.1  # more unreadable packets than this and the stream is refused as corrupt
+CAP_SLACK_SECONDS = 1.0  # decoded audio may outrun its header's duration by this much (encoder padding)
 BLOCK_SAMPLES = 1 << 16  # decoded samples are mixed and resampled in blocks of about this many
 
 
@@ -124,7 +125,8 @@ def mono_waveform(chunks, rate, name, max_seconds):
     """Mix (samples [n, channels], rate) blocks to one float32 channel at `rate`, in [-1, 1].
 
     Channels are averaged and soxr resamples as the blocks arrive, so memory follows the output;
-    more than `max_seconds` of input (a header that lied about the length) is refused.
+    more than `max_seconds` of input (a header that lied about the length; CAP_SLACK_SECONDS allowed
+    for an encoder's padding) is refused.
     """
     parts, resampler, source_rate, seen = [], None, None, 0
     for samples, block_rate in chunks:
@@ -133,7 +135,7 @@ def mono_waveform(chunks, rate, name, max_seconds):
             if block_rate != rate:
                 resampler = soxr.ResampleStream(block_rate, rate, 1, dtype="float32", quality="HQ")
         seen += len(samples)
-        if seen > max_seconds * source_rate:
+        if seen > (max_seconds + CAP_SLACK_SECONDS) * source_rate:
             raise InputError(f"{name}: audio is over the {max_seconds:.0f} s limit "
                              "(longer than its header says)")
         mono = np.nan_to_num(samples.mean(axis=1, dtype=np.float32))
