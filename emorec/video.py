@@ -72,12 +72,14 @@ def video_info(source):
         return _header(container, name, MAX_SECONDS)[1]
 
 
-def read_frames(source, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, threads=0):
+def read_frames(source, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, max_side=None, threads=0):
     """Yield (seconds from the start, upright BGR uint8 frame) of a video, about `fps` a second.
 
     The frame shown at each sampling instant k/fps is taken (the first frame at or after it), so
     a variable frame rate keeps true timestamps; fps=None yields every frame. Rotation metadata
-    is applied. `threads` is FFmpeg's decoding thread count (0: its own choice).
+    is applied. Frames whose longer side exceeds `max_side` are scaled down in the same pass as
+    the colour conversion (cheaper than converting, then resizing). `threads` is FFmpeg's
+    decoding thread count (0: its own choice).
     """
     name = _describe(source)
     _check_source(source, name)
@@ -100,9 +102,19 @@ def read_frames(source, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, threads=0):
             if fps and seconds < due - 1e-6:
                 continue
             _check_size(frame.width, frame.height, name)
-            yield seconds, upright(frame.to_ndarray(format="bgr24"), frame.rotation)
+            image = frame.to_ndarray(format="bgr24", **_scaled(frame.width, frame.height, max_side))
+            yield seconds, upright(image, frame.rotation)
             if fps:
                 due = (math.floor(seconds * fps + 1e-6) + 1) / fps
+
+
+def _scaled(width, height, max_side):
+    """Reformat arguments that fit a width x height frame within max_side (none when it fits)."""
+    if not max_side or max(width, height) <= max_side:
+        return {}
+    scale = max_side / max(width, height)
+    return {"width": max(1, round(width * scale)), "height": max(1, round(height * scale)),
+            "interpolation": "AREA"}
 
 
 def upright(image, rotation):

@@ -6,6 +6,7 @@ the real ones are the four RAVDESS takes in ../shared/samples/video.
 
 import tracemalloc
 
+import cv2
 import numpy as np
 import pytest
 
@@ -52,6 +53,17 @@ def test_real_take_at_5_fps():
     for _, frame in sampled:
         assert frame.shape == (720, 1280, 3) and frame.dtype == np.uint8 and frame.std() > 10
     assert len(video.load_soundtrack(path)) == pytest.approx(3.24 * 16000, abs=200)
+
+
+def test_large_frames_scaled_down_while_converted():
+    path = shared(TAKE)
+    full = next(video.read_frames(path))[1]
+    small = next(video.read_frames(path, max_side=640))[1]
+    assert small.shape == (360, 640, 3)
+    reference = cv2.resize(full, (640, 360), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - reference).mean() < 2  # the same picture, not a crop
+    (_, rotated), = video.read_frames(media_bytes("mp4", frames=numbered(1), rotation=90), max_side=24)
+    assert rotated.shape == (24, 16, 3)  # scaled 48x32 -> 24x16, then turned upright
 
 
 def test_every_frame_when_fps_is_none():
