@@ -62,10 +62,10 @@ def _form_flag(field):
 
 @api.post("/predict")
 def predict():
-    """Face, speech and fused predictions for an uploaded photo, WAV recording, or both."""
+    """Face, speech and fused predictions for an uploaded photo, recording, or both."""
     image, audio = _upload("image"), _upload("audio")
     if image is None and audio is None:
-        raise BadRequest("send a photo (file field image), a WAV recording (file field audio), or both")
+        raise BadRequest("send a photo (file field image), a recording (file field audio), or both")
     return jsonify(_predictor().predict(image, audio, _form_weights(), _form_flag("crops")))
 
 
@@ -180,7 +180,8 @@ def openapi_document(labels, max_upload_bytes):
         "image": {"type": "string", "contentMediaType": "application/octet-stream",
                   "description": "a photo: JPEG, PNG, BMP or WebP (the content decides, not the name)"},
         "audio": {"type": "string", "contentMediaType": "application/octet-stream",
-                  "description": "a WAV recording (or FLAC/OGG), any rate and channel count"},
+                  "description": "a recording: WAV, FLAC, MP3, M4A/AAC, Ogg or WebM (Opus, Vorbis), or the "
+                                 "audio track of an MP4, MOV, MKV or AVI video; any rate and channel count"},
         "weights": {"type": "string", "example": "face=0.6,speech=0.4",
                     "description": "fusion weights, normalised to sum to 1; default: the models' own"},
         "crops": {"type": "string", "enum": ["1", "true", "0", "false"],

@@ -8,22 +8,25 @@ exception. All inputs are generated here.
 import json
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from emorec.cli import main
+from emorec import media
+from emorec.cli import AUDIO_SUFFIXES, IMAGE_SUFFIXES, main
 from emorec.errors import InputError
 from emorec.labels import LABELS
 
-from conftest import (assert_valid_result, error_lines, gradient, image_bytes, png_chunk, png_with_header,
-                      run_cli, tone, wav_bytes, wav_header, write)
+from conftest import (assert_valid_result, error_lines, gradient, image_bytes, media_bytes, mp4_refilled,
+                      png_chunk, png_with_header, run_cli, tone, wav_bytes, wav_header, write)
 
 OK = None  # expected outcome: a well-formed result
 RNG_BYTES = np.random.default_rng(1234).integers(0, 256, 4096, dtype=np.uint8).tobytes()
 UNREADABLE_IMAGE = "not a readable image"
 UNREADABLE_AUDIO = "not a readable audio file"
+CORRUPT_AUDIO = "audio data is corrupt"
 
 
 def png():
@@ -68,6 +71,10 @@ def exif_rotated():
     exif = Image.Exif()
     exif[0x0112] = 6
     return image_bytes(gradient(20, 40), "JPEG", exif=exif.tobytes())
+
+
+def m4a():
+    return media.encode_audio(tone(0.5), 16000, "aac", 32000)
 
 
 def wav_with(offset, fmt, value):
@@ -124,8 +131,8 @@ CASES = [
     ("audio-is-jpeg", "audio", "photo.flac", jpeg(), UNREADABLE_AUDIO),
     ("audio-is-text", "audio", "notes.wav", b"Just some text.\n" * 20, UNREADABLE_AUDIO),
     ("audio-rate-zero", "audio", "rate0.wav", wav_with(24, "<I", 0), UNREADABLE_AUDIO),
-    ("audio-no-channels", "audio", "mono0.wav", wav_with(22, "<H", 0), UNREADABLE_AUDIO),
-    ("audio-unknown-codec", "audio", "codec.wav", wav_with(20, "<H", 0x55), UNREADABLE_AUDIO),
+    ("audio-no-channels", "audio", "mono0.wav", wav_with(22, "<H", 0), CORRUPT_AUDIO),
+    ("audio-unknown-codec", "audio", "codec.wav", wav_with(20, "<H", 0x55), CORRUPT_AUDIO),  # MP3 in WAV, PCM data
     ("audio-rate-1hz", "audio", "slow.wav", wav_with(24, "<I", 1), "over the 600 s limit"),
     ("audio-too-short-after-resampling", "audio", "blip.wav", wav_bytes(np.full(10, 0.5), 1_000_000),
      "audio is too short"),
@@ -140,6 +147,16 @@ CASES = [
     ("audio-8bit-8khz", "audio", "old.wav", wav_bytes(tone(0.3, rate=8000), 8000, "PCM_U8"), OK),
     ("audio-flac", "audio", "clip.FLAC", wav_bytes(tone(0.3), format="FLAC"), OK),
     ("audio-ogg", "audio", "clip.ogg", wav_bytes(tone(0.3), subtype="VORBIS", format="OGG"), OK),
+    # -- audio through FFmpeg: compressed formats and video files
+    ("audio-m4a", "audio", "memo.m4a", m4a(), OK),
+    ("audio-mp3", "audio", "clip.mp3", media.encode_audio(tone(0.3), 16000, "mp3", 32000), OK),
+    ("audio-opus-webm", "audio", "note.webm", media.encode_audio(tone(0.3), 16000, "opus", 24000, "webm"), OK),
+    ("audio-mp4-video-with-sound", "audio", "clip.mp4", media_bytes("mp4", tone(0.5), frames=[gradient(16, 16)] * 5),
+     OK),
+    ("audio-mp4-no-audio-track", "audio", "silent.mp4", media_bytes("mp4", frames=[gradient(16, 16)] * 5),
+     "no audio track"),
+    ("audio-m4a-truncated", "audio", "cut.m4a", m4a()[:len(m4a()) // 2], UNREADABLE_AUDIO),
+    ("audio-m4a-zeroed-data", "audio", "zeros.m4a", mp4_refilled(m4a(), bytes), CORRUPT_AUDIO),
 ]
 IDS = [case[0] for case in CASES]
 ERRORS = [case for case in CASES if case[4] is not OK]
@@ -202,9 +219,10 @@ def test_cli_predict(cli_predictor, capsys, tmp_path, case_id, field, name, data
 
 
 def test_cli_batch_subprocess_over_every_case(tmp_path):
-    """One real `emorec batch` over all the cases: a row each, the bad ones as error rows."""
+    """One real `emorec batch` over all the cases it picks by suffix: a row each, the bad ones as error rows."""
+    batched = [case for case in CASES if Path(case[2]).suffix.lower() in IMAGE_SUFFIXES | AUDIO_SUFFIXES]
     folder = tmp_path / "cases"
-    for case_id, field, name, data, expected in CASES:
+    for case_id, field, name, data, expected in batched:
         write(folder / case_id, name, data)
     out = tmp_path / "rows.jsonl"
     done = run_cli("batch", folder, "--out", out, timeout=300)
@@ -212,19 +230,21 @@ def test_cli_batch_subprocess_over_every_case(tmp_path):
     assert "Traceback" not in done.stderr
     rows = {row["path"].split("/cases/")[1].split("/")[0]: row
             for row in map(json.loads, out.read_text().splitlines())}
-    assert set(rows) == set(IDS)
-    for case_id, field, name, data, expected in CASES:
+    assert set(rows) == {case[0] for case in batched}
+    for case_id, field, name, data, expected in batched:
         row = rows[case_id]
         if expected is OK:
             assert row["status"] in ("ok", "no_face", "no_speech"), (case_id, row)
         else:
             assert row["status"] == "error", (case_id, row)
             assert expected in row["error"] and row["error"].startswith(row["path"]), (case_id, row)
-    assert f"{len(CASES)} inputs, {len(ERRORS)} failed" in done.stderr
+    failed = sum(case[4] is not OK for case in batched)
+    assert f"{len(batched)} inputs, {failed} failed" in done.stderr
 
 
 SUBPROCESS_CASES = [case for case in ERRORS if case[0] in ("image-random-bytes", "image-png-claims-64x64",
-                                                            "audio-is-png", "audio-header-only")]
+                                                            "audio-is-png", "audio-header-only",
+                                                            "audio-mp4-no-audio-track", "audio-m4a-zeroed-data")]
 
 
 @pytest.mark.parametrize("case_id, field, name, data, expected", SUBPROCESS_CASES,

@@ -1,6 +1,6 @@
 """Hypothesis fuzzing of the decoders and the upload API with random and mutated files.
 
-Mutations of valid PNG, JPEG, BMP, WebP, WAV and FLAC files: lying header sizes and fields,
+Mutations of valid PNG, JPEG, BMP, WebP, WAV, FLAC, M4A and Ogg Opus files: lying header sizes and fields,
 flipped bytes, truncation. Every example must decode to a valid array or raise InputError,
 without a warning on the way (a user would see it printed); the API must answer 200 or a 4xx
 JSON error, never a 5xx. Deterministic (derandomize).
@@ -14,6 +14,7 @@ import zlib
 import numpy as np
 from hypothesis import example, given, settings, strategies as st
 
+from emorec import media
 from emorec.audio import load_audio
 from emorec.errors import InputError
 from emorec.image import MAX_PIXELS, load_image
@@ -48,6 +49,16 @@ IMAGES = {
                                           (28, "<H"), (30, "<I"), (34, "<I")]),
     "webp": (image_bytes(PICTURE, "WEBP", quality=80), [(4, "<I"), (16, "<I")]),
 }
+M4A = media.encode_audio(tone(0.2), 16000, "aac", 32000)
+
+
+def mp4_fields(data):
+    """Timescale and duration of an MP4's movie and track headers; channels, bits and rate of its sample entry."""
+    mvhd, mdhd, mp4a = (data.index(box) for box in (b"mvhd", b"mdhd", b"mp4a"))
+    return [(mvhd + 16, ">I"), (mvhd + 20, ">I"), (mdhd + 16, ">I"), (mdhd + 20, ">I"), (mp4a + 20, ">H"),
+            (mp4a + 22, ">H"), (mp4a + 28, ">I")]
+
+
 WAV_FIELDS = [(4, "<I"), (16, "<I"), (20, "<H"), (22, "<H"), (24, "<I"), (28, "<I"), (32, "<H"), (34, "<H"),
               (40, "<I")]
 SOUNDS = {
@@ -55,6 +66,10 @@ SOUNDS = {
     "float-stereo": (wav_bytes(tone(0.1, rate=22050, channels=2), 22050, "FLOAT"), WAV_FIELDS),
     "u8-8k": (wav_bytes(tone(0.2, rate=8000), 8000, "PCM_U8"), WAV_FIELDS),
     "flac": (wav_bytes(tone(0.2), format="FLAC"), [(18, ">I"), (22, ">I")]),
+    "m4a": (M4A, mp4_fields(M4A)),
+    # OpusHead: channel count, pre-skip, input rate; Ogg page: granule position, page sequence number
+    "opus": (media.encode_audio(tone(0.2), 16000, "opus", 24000), [(37, "<B"), (38, "<H"), (40, "<I"),
+                                                                  (6, "<I"), (18, "<I")]),
 }
 # Found by this fuzzing: a BMP claiming 2,000,000 x 1 pixels (under the pixel cap) made cv2.imdecode raise
 # cv2.error (OpenCV refuses any side over 2**20) instead of InputError; a 500 through the API.
@@ -62,7 +77,8 @@ BMP_TOO_WIDE = bytes(patched(image_bytes(gradient(2, 2), "BMP"), 18, "<ii", 2_00
 # And a PNG whose IDAT chunk claims 4 GB: cv2.imdecode reserved 4.25 GB for 10 s before failing.
 PNG_LYING_CHUNK = bytes(patched(image_bytes(gradient(32, 24), "PNG"), 33, ">I", 0xFFFFFFFE))
 MAGIC = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"BM", b"RIFF\x00\x10\x00\x00WEBPVP8 ",
-         b"RIFF\x00\x10\x00\x00WAVEfmt ", b"fLaC", b"OggS", b"GIF89a", b"II*\x00"]
+         b"RIFF\x00\x10\x00\x00WAVEfmt ", b"fLaC", b"OggS", b"GIF89a", b"II*\x00",
+         b"\x00\x00\x00\x1cftypM4A ", b"ID3\x04", b"\x1a\x45\xdf\xa3"]
 
 
 @st.composite

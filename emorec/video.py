@@ -1,0 +1,132 @@
+"""Video input: frames read lazily at a sampling rate, with timestamps and upright; the sound through media.
+
+The header's duration, frame size and frame count are checked against the limits before anything is
+decoded, and again while decoding (a header may lie). One decoded frame is held at a time.
+"""
+
+import math
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+from . import media
+from .audio import load_audio
+from .errors import InputError
+
+DEFAULT_FPS = 5.0
+MAX_SECONDS = float(os.environ.get("EMOREC_MAX_VIDEO_SECONDS", 600))
+MAX_PIXELS = int(os.environ.get("EMOREC_MAX_VIDEO_PIXELS", 3840 * 2160))  # per frame: 4K UHD
+MAX_FRAMES = int(os.environ.get("EMOREC_MAX_VIDEO_FRAMES", 36000))  # decoded frames: 10 min at 60 frames/s
+
+
+class VideoInfo(NamedTuple):
+    """What a video's header says: seconds (None when it does not say), frame size as stored (before
+    any rotation), frame count (0 when unknown), average frame rate, and whether it has an audio track."""
+    seconds: float | None
+    width: int
+    height: int
+    frames: int
+    fps: float
+    has_audio: bool
+
+
+def _describe(source):
+    return "video upload" if isinstance(source, (bytes, bytearray)) else str(source)
+
+
+def _check_source(source, name):
+    if not isinstance(source, (bytes, bytearray)) and not os.path.isfile(source):
+        raise InputError(f"{name}: no such file")
+    if not (source if isinstance(source, (bytes, bytearray)) else os.path.getsize(source)):
+        raise InputError(f"{name}: file is empty")
+
+
+def _header(container, name, max_seconds):
+    """The video stream and its VideoInfo, checked against the limits."""
+    if not container.streams.video:
+        raise InputError(f"{name}: no video track")
+    stream = container.streams.video[0]
+    context = stream.codec_context
+    info = VideoInfo(media.header_seconds(container, stream), context.width, context.height, stream.frames,
+                     float(stream.average_rate or stream.guessed_rate or 0), bool(container.streams.audio))
+    media.check_duration(info.seconds, max_seconds, name, "video")
+    _check_size(info.width, info.height, name)
+    if info.frames > MAX_FRAMES:
+        raise InputError(f"{name}: video has {info.frames} frames, over the {MAX_FRAMES} frame limit")
+    return stream, info
+
+
+def _check_size(width, height, name):
+    if width <= 0 or height <= 0:
+        raise InputError(f"{name}: video frames have no size ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise InputError(f"{name}: video is {width}x{height}, over the {MAX_PIXELS} pixel limit")
+
+
+def video_info(source):
+    """The VideoInfo of a path or bytes, read from the header only (limits checked)."""
+    name = _describe(source)
+    _check_source(source, name)
+    with media.open_media(source, name, "video") as container:
+        return _header(container, name, MAX_SECONDS)[1]
+
+
+def read_frames(source, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, max_side=None, threads=0):
+    """Yield (seconds from the start, upright BGR uint8 frame) of a video, about `fps` a second.
+
+    The frame shown at each sampling instant k/fps is taken (the first frame at or after it), so
+    a variable frame rate keeps true timestamps; fps=None yields every frame. Rotation metadata
+    is applied. Frames whose longer side exceeds `max_side` are scaled down in the same pass as
+    the colour conversion (cheaper than converting, then resizing). `threads` is FFmpeg's
+    decoding thread count (0: its own choice).
+    """
+    name = _describe(source)
+    _check_source(source, name)
+    with media.open_media(source, name, "video") as container:
+        stream, _ = _header(container, name, max_seconds)
+        stream.codec_context.thread_count = threads
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        due, decoded = 0.0, 0
+        for frame in media.decoded_frames(container, stream, name, "video"):
+            decoded += 1
+            if decoded > MAX_FRAMES:
+                raise InputError(f"{name}: video is over the {MAX_FRAMES} frame limit "
+                                 "(more frames than its header says)")
+            if frame.pts is None:
+                continue  # no timestamp: cannot be placed on the timeline
+            seconds = float(frame.pts * frame.time_base) - start
+            if seconds > max_seconds:
+                raise InputError(f"{name}: video is over the {max_seconds:.0f} s limit "
+                                 "(longer than its header says)")
+            if fps and seconds < due - 1e-6:
+                continue
+            _check_size(frame.width, frame.height, name)
+            image = frame.to_ndarray(format="bgr24", **_scaled(frame.width, frame.height, max_side))
+            yield seconds, upright(image, frame.rotation)
+            if fps:
+                due = (math.floor(seconds * fps + 1e-6) + 1) / fps
+
+
+def _scaled(width, height, max_side):
+    """Reformat arguments that fit a width x height frame within max_side (none when it fits)."""
+    if not max_side or max(width, height) <= max_side:
+        return {}
+    scale = max_side / max(width, height)
+    return {"width": max(1, round(width * scale)), "height": max(1, round(height * scale)),
+            "interpolation": "AREA"}
+
+
+def upright(image, rotation):
+    """The frame as players show it: turned `rotation` degrees counter-clockwise (multiples of 90)."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+def load_soundtrack(source, max_seconds=MAX_SECONDS):
+    """The video's sound as load_audio gives it (16 kHz mono), or None when it has no audio track
+    (the caller's `no_speech`)."""
+    try:
+        return load_audio(source, max_seconds)
+    except media.NoAudioTrack:
+        return None

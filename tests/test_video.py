@@ -1,0 +1,181 @@
+"""The video reader: sampled frames with true timestamps, upright, lazily; limits; the sound track.
+
+Synthetic clips are written here with PyAV (rotation metadata, a variable frame rate, no audio);
+the real ones are the four RAVDESS takes in ../shared/samples/video.
+"""
+
+import tracemalloc
+
+import cv2
+import numpy as np
+import pytest
+
+from emorec import media, video
+from emorec.errors import InputError
+
+from conftest import SAMPLES, chirp, gradient, media_bytes, mp4_claiming, mp4_refilled, shared, write
+
+VIDEOS = SAMPLES / "video"
+TAKE = VIDEOS / "01-01-03-01-01-02-05.mp4"  # happy, face and voice
+SILENT_TAKE = VIDEOS / "02-01-06-01-01-01-05.mp4"  # the video-only take: a silent audio track
+
+
+def numbered(count, height=32, width=48):
+    """Frames whose grey level tells their index (20 levels apart), the left half white."""
+    frames = []
+    for index in range(count):
+        frame = np.full((height, width, 3), 20 + 20 * index, np.uint8)
+        frame[:, :width // 2] = 255
+        frames.append(frame)
+    return frames
+
+
+def index_of(frame):
+    """The index `numbered` gave a frame, read back from its right half."""
+    return round((float(frame[:, frame.shape[1] * 3 // 4].mean()) - 20) / 20)
+
+
+CLIP = media_bytes("mp4", chirp(2.0), frames=numbered(10), fps=5)  # 2 s, 5 frames/s, with sound
+
+
+# ---- real takes -------------------------------------------------------------------------
+
+def test_real_take_at_5_fps():
+    path = shared(TAKE)
+    info = video.video_info(path)
+    assert (info.width, info.height, info.frames, info.has_audio) == (1280, 720, 97, True)
+    assert info.fps == pytest.approx(29.97, abs=0.01) and info.seconds == pytest.approx(3.24, abs=0.01)
+    sampled = list(video.read_frames(path, fps=5))
+    times = [seconds for seconds, _ in sampled]
+    assert len(sampled) == 17  # 0, 0.2, ... 3.2 s
+    # The first frame at or after each 0.2 s instant: never more than one frame period late.
+    assert all(0 <= seconds - index / 5 < 1 / 29.97 for index, seconds in enumerate(times))
+    for _, frame in sampled:
+        assert frame.shape == (720, 1280, 3) and frame.dtype == np.uint8 and frame.std() > 10
+    assert len(video.load_soundtrack(path)) == pytest.approx(3.24 * 16000, abs=200)
+
+
+def test_large_frames_scaled_down_while_converted():
+    path = shared(TAKE)
+    full = next(video.read_frames(path))[1]
+    small = next(video.read_frames(path, max_side=640))[1]
+    assert small.shape == (360, 640, 3)
+    reference = cv2.resize(full, (640, 360), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - reference).mean() < 2  # the same picture, not a crop
+    (_, rotated), = video.read_frames(media_bytes("mp4", frames=numbered(1), rotation=90), max_side=24)
+    assert rotated.shape == (24, 16, 3)  # scaled 48x32 -> 24x16, then turned upright
+
+
+def test_every_frame_when_fps_is_none():
+    times = [seconds for seconds, _ in video.read_frames(shared(TAKE), fps=None)]
+    assert len(times) == 97 and times[0] == 0
+    np.testing.assert_allclose(np.diff(times), 1001 / 30000, atol=1e-4)
+
+
+def test_silent_take_has_a_silent_track():
+    soundtrack = video.load_soundtrack(shared(SILENT_TAKE))
+    assert soundtrack is not None and len(soundtrack) > 3 * 16000 and not soundtrack.any()
+
+
+# ---- synthetic clips --------------------------------------------------------------------
+
+def test_frames_are_bgr_with_timestamps_from_path_and_bytes(tmp_path):
+    from_bytes = list(video.read_frames(CLIP, fps=None))
+    from_path = list(video.read_frames(write(tmp_path, "clip.mp4", CLIP), fps=None))
+    assert [seconds for seconds, _ in from_bytes] == pytest.approx([index / 5 for index in range(10)])
+    assert [index_of(frame) for _, frame in from_bytes] == list(range(10))
+    for (_, a), (_, b) in zip(from_bytes, from_path):
+        np.testing.assert_array_equal(a, b)
+    red = np.zeros((32, 48, 3), np.uint8)
+    red[..., 0] = 255  # RGB red
+    (_, frame), = video.read_frames(media_bytes("mp4", frames=[red]), fps=None)
+    assert frame[..., 2].mean() > 200 and frame[..., 0].mean() < 50  # BGR: red is the last channel
+
+
+@pytest.mark.parametrize("rotation, white", [(0, "left"), (90, "bottom"), (-90, "top"), (180, "right")])
+def test_rotation_metadata_is_honoured(rotation, white):
+    """Frames come out as players show them: turned `rotation` degrees counter-clockwise."""
+    clip = media_bytes("mp4", frames=numbered(3), rotation=rotation)
+    frames = [frame for _, frame in video.read_frames(clip, fps=None)]
+    assert len(frames) == 3
+    for frame in frames:
+        assert frame.shape[:2] == ((32, 48) if rotation in (0, 180) else (48, 32))
+        height, width = frame.shape[:2]
+        halves = {"left": frame[:, :width // 2], "right": frame[:, width // 2:],
+                  "top": frame[:height // 2], "bottom": frame[height // 2:]}
+        assert halves[white].mean() > 240
+        opposite = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}[white]
+        assert halves[opposite].mean() < 200
+
+
+def test_variable_frame_rate_keeps_true_timestamps():
+    times = [0, 0.1, 0.15, 0.5, 0.55, 0.6, 1.0, 1.05, 1.9, 2.0]
+    clip = media_bytes("mp4", frames=numbered(10), times=times)
+    every = list(video.read_frames(clip, fps=None))
+    assert [seconds for seconds, _ in every] == pytest.approx(times)
+    # At 5 frames/s: the first frame at or after 0, 0.2, 0.4 ... 2.0 s, each yielded once.
+    sampled = list(video.read_frames(clip, fps=5))
+    assert [seconds for seconds, _ in sampled] == pytest.approx([0, 0.5, 0.6, 1.0, 1.9, 2.0])
+    assert [index_of(frame) for _, frame in sampled] == [0, 3, 5, 6, 8, 9]
+
+
+def test_no_audio_track_is_none_not_an_error():
+    clip = media_bytes("mp4", frames=numbered(3))
+    assert video.video_info(clip).has_audio is False
+    assert video.load_soundtrack(clip) is None
+    assert [seconds for seconds, _ in video.read_frames(clip)] == pytest.approx([0, 0.2])  # of 0, 0.1, 0.2 s
+
+
+def test_frames_are_read_lazily():
+    """Consuming the frames one at a time keeps about one frame in Python memory, not the video."""
+    frames = [np.roll(gradient(240, 320), 8 * index, axis=1) for index in range(60)]
+    clip = media_bytes("mp4", frames=frames, fps=30)
+    tracemalloc.start()
+    count = sum(1 for _ in video.read_frames(clip, fps=None))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 60
+    assert peak < 4 * frames[0].nbytes
+
+
+# ---- limits and bad input ---------------------------------------------------------------
+
+def test_limits_are_checked_from_the_header(monkeypatch):
+    with pytest.raises(InputError, match=r"^video upload: video is 2 s long, over the 1 s limit$"):
+        next(video.read_frames(CLIP, max_seconds=1))
+    monkeypatch.setattr(video, "MAX_PIXELS", 1000)
+    with pytest.raises(InputError, match=r"^video upload: video is 48x32, over the 1000 pixel limit$"):
+        video.video_info(CLIP)
+    monkeypatch.setattr(video, "MAX_PIXELS", 10 ** 6)
+    monkeypatch.setattr(video, "MAX_FRAMES", 5)
+    with pytest.raises(InputError, match=r"^video upload: video has 10 frames, over the 5 frame limit$"):
+        next(video.read_frames(CLIP))
+
+
+def test_limits_hold_while_decoding(monkeypatch):
+    liar = mp4_claiming(CLIP, 0.5)
+    assert video.video_info(liar).seconds == pytest.approx(0.5)
+    with pytest.raises(InputError, match="over the 1 s limit \\(longer than its header says\\)"):
+        list(video.read_frames(liar, max_seconds=1))
+    unknown_count = media_bytes("matroska", frames=numbered(10))  # Matroska states no frame count
+    assert video.video_info(unknown_count).frames == 0
+    monkeypatch.setattr(video, "MAX_FRAMES", 5)
+    with pytest.raises(InputError, match="over the 5 frame limit \\(more frames than its header says\\)"):
+        list(video.read_frames(unknown_count))
+
+
+@pytest.mark.parametrize("data, message", [
+    (CLIP[:len(CLIP) // 2], "not a readable video file"),  # the index (moov) is at the end
+    (b"\x00\x00\x00\x18ftypmp42" + bytes(64), "not a readable video file"),
+    (mp4_refilled(CLIP, bytes), r"video data is corrupt \(\d+ of \d+ packets unreadable\)"),
+    (media.encode_audio(chirp(0.5), 16000, "aac", 32000), "no video track"),
+    (b"", "file is empty"),
+])
+def test_bad_videos_are_clear_input_errors(data, message):
+    with pytest.raises(InputError, match=f"^video upload: {message}"):
+        list(video.read_frames(data))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        video.video_info(tmp_path / "nothing.mp4")
