@@ -96,7 +96,7 @@ class WhisperEncoder(TFLiteModel):
     """
 
     def layer_frames(self, waveform):
-        """[8, frames, 512] float32, ~50 frames per second of audio (len // 320, at least 1)."""
+        """[8, frames, 512] float32, 50 frames per second: ceil((len // 160) / 2) per <= 30 s chunk."""
         with self.lock:
             return np.concatenate([self._run(log_mel(piece)[None])[0] for piece in chunks(waveform)], axis=1)
 

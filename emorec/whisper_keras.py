@@ -176,22 +176,17 @@ def export_tflite(model, path, weights="float16"):
 
     weights: "float32"; "float16" (stored half precision, computed in float32); "int8" (dynamic range).
     """
-    import tensorflow as tf
+    import tensorflow as tf  # LiteRT's converter
 
-    @tf.function(input_signature=[tf.TensorSpec([1, None, MEL_BANDS], tf.float32, name="log_mel")])
-    def encode(mel):
-        return model(mel)
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([encode.get_concrete_function()], model)
-    if weights == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif weights == "int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif weights != "float32":
+    settings = {"float32": {}, "int8": {"optimizations": [tf.lite.Optimize.DEFAULT]},
+                "float16": {"optimizations": [tf.lite.Optimize.DEFAULT],
+                            "target_spec": {"supported_types": [tf.float16]}}}
+    if weights not in settings:
         raise ValueError(f"weights are float32, float16 or int8, not {weights!r}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(converter.convert())
+    signature = [keras.InputSpec(dtype="float32", shape=(1, None, MEL_BANDS))]
+    model.export(str(path), format="litert", verbose=False, input_signature=signature,
+                 **settings[weights])
     return Path(path)
 
 
