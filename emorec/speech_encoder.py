@@ -72,10 +72,10 @@ def log_mel(waveform):
     return ((logs + 4.0) / 4.0).astype(np.float32)
 
 
-def chunks(waveform):
-    """The waveform cut into equal pieces of at most 30 s (the encoder's span), in order."""
+def chunks(waveform, max_samples=MAX_SAMPLES):
+    """The waveform cut into equal pieces of at most `max_samples` (default 30 s, the encoder's span), in order."""
     waveform = np.asarray(waveform, np.float32).reshape(-1)
-    count = max(1, -(-len(waveform) // MAX_SAMPLES))
+    count = max(1, -(-len(waveform) // max_samples))
     bounds = np.linspace(0, len(waveform), count + 1).astype(int)
     return [waveform[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
@@ -91,14 +91,22 @@ class WhisperEncoder(TFLiteModel):
     """The Whisper base encoder (LiteRT): a 16 kHz waveform -> every layer's frames over time.
 
     The model's input is a log-mel [1, frames, 80] of any length up to 3000 frames (30 s); its output
-    [1, 8, frames / 2, 512] stacks the 8 layers (see LAYERS). Longer clips run as <= 30 s chunks whose
-    frames are concatenated.
+    [1, 8, frames / 2, 512] stacks the 8 layers (see LAYERS). Longer clips run as equal chunks of at most
+    `chunk_seconds` (<= 30) whose frames are concatenated; shorter chunks bound the memory that attention
+    takes (it grows with the square of the chunk's length).
     """
 
+    def __init__(self, path, threads=1, chunk_seconds=30):
+        if not 0 < chunk_seconds <= MAX_SAMPLES / SAMPLE_RATE:
+            raise ValueError(f"chunk_seconds is in (0, 30], not {chunk_seconds}")
+        super().__init__(path, threads)
+        self.chunk_samples = int(chunk_seconds * SAMPLE_RATE)
+
     def layer_frames(self, waveform):
-        """[8, frames, 512] float32, 50 frames per second: ceil((len // 160) / 2) per <= 30 s chunk."""
+        """[8, frames, 512] float32, 50 frames per second: ceil((len // 160) / 2) per chunk."""
         with self.lock:
-            return np.concatenate([self._run(log_mel(piece)[None])[0] for piece in chunks(waveform)], axis=1)
+            pieces = chunks(waveform, self.chunk_samples)
+            return np.concatenate([self._run(log_mel(piece)[None])[0] for piece in pieces], axis=1)
 
     def clip_features(self, waveform, layers=None):
         """The per-clip features: `pool` of the clip's layer frames (all 8 layers: 8192 values)."""

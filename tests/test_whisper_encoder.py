@@ -57,7 +57,7 @@ def test_log_mel_of_a_tone_matches_the_reference():
     mel = log_mel(wave)
     assert mel.shape == (50, MEL_BANDS) and mel.dtype == np.float32
     np.testing.assert_allclose(mel, reference_log_mel(wave), atol=2e-4)
-    # 1 kHz falls in the band whose triangle peaks nearest to it, and the floor is 8 decades (2.0) below the top.
+    # 1 kHz lands in the band whose triangle peaks nearest to it; the floor is 8 decades (2.0) below the top.
     peaks = np.argmax(mel_filters(), axis=1) * 40.0
     assert np.argmax(mel[10:40].mean(axis=0)) == np.argmin(np.abs(peaks - 1000.0))
     assert mel.min() == pytest.approx(mel.max() - 2.0)
@@ -93,7 +93,8 @@ def test_served_encoder_runs_on_the_real_length(encoder):
     wave = load_audio(shared(CLIP))
     frames = encoder.layer_frames(wave)
     assert frames.shape == (LAYERS, math.ceil(len(wave) // 160 / 2), WIDTH) and np.isfinite(frames).all()
-    assert encoder.layer_frames(wave[:len(wave) // 2]).shape[1] == math.ceil(len(wave) // 2 // 160 / 2)  # resized per clip
+    half = encoder.layer_frames(wave[:len(wave) // 2])  # the input resized per clip
+    assert half.shape[1] == math.ceil(len(wave) // 2 // 160 / 2)
     features = encoder.clip_features(wave, layers=[3])
     np.testing.assert_allclose(features[:WIDTH], frames[3].mean(axis=0), rtol=1e-5, atol=1e-5)
 
@@ -102,6 +103,10 @@ def test_long_audio_runs_as_chunks_and_windows_follow_the_timeline(encoder):
     wave = tone(31.0, frequency=300.0).astype(np.float32)
     frames = encoder.layer_frames(wave)
     assert frames.shape == (LAYERS, 2 * (len(wave) // 2 // 320), WIDTH)
+    shorter = WhisperEncoder(MODELS_DIR / "whisper" / "encoder.tflite", chunk_seconds=10).layer_frames(wave)
+    assert shorter.shape == (LAYERS, 4 * math.ceil(len(wave) // 4 // 160 / 2), WIDTH)
+    with pytest.raises(ValueError, match="chunk_seconds"):
+        WhisperEncoder(MODELS_DIR / "whisper" / "encoder.tflite", chunk_seconds=31)
     features, spans = encoder.window_features(wave[:16000 * 5], layers=[0, 7])
     expected = segment_windows(5 * FRAMES_PER_SECOND, 120, 48)
     assert features.shape == (len(expected), 2 * 2 * WIDTH)
