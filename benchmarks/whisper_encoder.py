@@ -76,14 +76,32 @@ def spawn(*args):
     return json.loads(run.stdout.splitlines()[-1])
 
 
+def cosine(a, b):
+    return np.sum(a * b, axis=-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
 def parity(frames, reference):
     """Largest absolute error over all layers and frames, that relative to the reference's largest value,
-    and the largest relative error of the pooled (mean, std) clip features."""
+    and the smallest cosine over the layers of the pooled (mean, std) clip features."""
     from emorec.speech_encoder import pool
     error = np.abs(frames - reference).max()
-    pooled, pooled_reference = pool(frames), pool(reference)
+    pooled = [cosine(pool(frames, [layer]), pool(reference, [layer])) for layer in range(len(reference))]
     return {"max_abs": float(error), "max_abs_over_max_ref": float(error / np.abs(reference).max()),
-            "pooled_max_rel": float((np.abs(pooled - pooled_reference) / (np.abs(pooled_reference) + 1e-3)).max())}
+            "pooled_cosine_min": round(float(min(pooled)), 6)}
+
+
+def padding_effect(model):
+    """How Whisper's usual 30 s padding changes what the encoder gives the clip's own frames: the 5 s clip
+    encoded alone vs zero-padded to 30 s (first frames compared), per layer: mean cosine of the frames,
+    and cosine of the pooled (mean, std) features."""
+    from emorec.speech_encoder import MAX_SAMPLES, log_mel, pool
+    waveform = clips()["clip5"]
+    alone = model.predict(log_mel(waveform)[None], verbose=0)[0]
+    padded = model.predict(log_mel(np.pad(waveform, (0, MAX_SAMPLES - len(waveform))))[None], verbose=0)[0]
+    padded = padded[:, :alone.shape[1]]
+    return {f"layer{layer}": {"frame_cosine_mean": round(float(cosine(alone[layer], padded[layer]).mean()), 4),
+                              "pooled_cosine": round(float(cosine(pool(alone, [layer]), pool(padded, [layer]))), 4)}
+            for layer in range(len(alone))}
 
 
 def main():
@@ -91,13 +109,17 @@ def main():
     parser.add_argument("--model-bin", required=True)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--out", default=str(HERE / "whisper.json"))
+    parser.add_argument("--padding-only", action="store_true", help="only the 30 s padding comparison")
     args = parser.parse_args()
     os.environ["KERAS_BACKEND"] = "tensorflow"
     from emorec.speech_encoder import log_mel
     from emorec.whisper_keras import build_whisper_encoder, export_tflite
     model = build_whisper_encoder(args.model_bin)
     references = {kind: model.predict(log_mel(waveform)[None], verbose=0)[0] for kind, waveform in clips().items()}
-    results = {"reps": args.reps, "variants": {}, "float16_chunks": {}}
+    results = {"reps": args.reps, "padded_to_30s_vs_real_length": padding_effect(model), "variants": {},
+               "float16_chunks": {}}
+    if args.padding_only:
+        return print(json.dumps(results["padded_to_30s_vs_real_length"]))
     with tempfile.TemporaryDirectory() as folder:
         paths = [export_tflite(model, Path(folder) / f"{variant}.tflite", variant) for variant in VARIANTS]
         for variant, path in zip(VARIANTS, paths):
