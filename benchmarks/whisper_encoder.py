@@ -99,9 +99,30 @@ def padding_effect(model):
     alone = model.predict(log_mel(waveform)[None], verbose=0)[0]
     padded = model.predict(log_mel(np.pad(waveform, (0, MAX_SAMPLES - len(waveform))))[None], verbose=0)[0]
     padded = padded[:, :alone.shape[1]]
-    return {f"layer{layer}": {"frame_cosine_mean": round(float(cosine(alone[layer], padded[layer]).mean()), 4),
-                              "pooled_cosine": round(float(cosine(pool(alone, [layer]), pool(padded, [layer]))), 4)}
-            for layer in range(len(alone))}
+    return {f"layer{layer}": {
+        "frame_cosine_mean": round(float(cosine(alone[layer], padded[layer]).mean()), 4),
+        "pooled_cosine": round(float(cosine(pool(alone, [layer]), pool(padded, [layer]))), 4)}
+        for layer in range(len(alone))}
+
+
+def against_ctranslate2(model, model_bin):
+    """The Keras encoder's final layer vs CTranslate2's Whisper.encode on the 5 s clip padded to 30 s
+    (CTranslate2 takes 3000 mel frames); None without ctranslate2 or config.json beside model.bin."""
+    try:
+        import ctranslate2
+    except ImportError:
+        return None
+    if not (Path(model_bin).parent / "config.json").exists():
+        return None
+    from emorec.speech_encoder import MAX_SAMPLES, log_mel
+    waveform = clips()["clip5"]
+    mel = log_mel(np.pad(waveform, (0, MAX_SAMPLES - len(waveform))))
+    reference = ctranslate2.models.Whisper(str(Path(model_bin).parent), device="cpu", compute_type="float32")
+    expected = np.array(reference.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel.T[None])),
+                                         to_cpu=True))[0]
+    error = np.abs(model.predict(mel[None], verbose=0)[0, -1] - expected)
+    return {"ctranslate2": ctranslate2.__version__, "max_abs": float(error.max()), "mean_abs": float(error.mean()),
+            "max_abs_over_max_ref": float(error.max() / np.abs(expected).max())}
 
 
 def main():
@@ -109,17 +130,18 @@ def main():
     parser.add_argument("--model-bin", required=True)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--out", default=str(HERE / "whisper.json"))
-    parser.add_argument("--padding-only", action="store_true", help="only the 30 s padding comparison")
+    parser.add_argument("--checks-only", action="store_true", help="only the CTranslate2 and 30 s padding checks")
     args = parser.parse_args()
     os.environ["KERAS_BACKEND"] = "tensorflow"
     from emorec.speech_encoder import log_mel
     from emorec.whisper_keras import build_whisper_encoder, export_tflite
     model = build_whisper_encoder(args.model_bin)
     references = {kind: model.predict(log_mel(waveform)[None], verbose=0)[0] for kind, waveform in clips().items()}
-    results = {"reps": args.reps, "padded_to_30s_vs_real_length": padding_effect(model), "variants": {},
-               "float16_chunks": {}}
-    if args.padding_only:
-        return print(json.dumps(results["padded_to_30s_vs_real_length"]))
+    results = {"reps": args.reps, "keras_vs_ctranslate2": against_ctranslate2(model, args.model_bin),
+               "padded_to_30s_vs_real_length": padding_effect(model), "variants": {}, "float16_chunks": {}}
+    if args.checks_only:
+        return print(json.dumps({key: value for key, value in results.items() if key not in ("variants", "reps")
+                                 and value}))
     with tempfile.TemporaryDirectory() as folder:
         paths = [export_tflite(model, Path(folder) / f"{variant}.tflite", variant) for variant in VARIANTS]
         for variant, path in zip(VARIANTS, paths):
@@ -132,7 +154,8 @@ def main():
             results["float16_chunks"][f"{seconds}s"] = spawn("--memory", paths[1], folder, seconds)
         results["p50_ms"] = spawn("--timing", args.reps, *paths)
         results["p50_ratio_to_float32"] = {kind: {variant: round(times[variant] / times["float32"], 3)
-                                                  for variant in VARIANTS} for kind, times in results["p50_ms"].items()}
+                                                  for variant in VARIANTS}
+                                           for kind, times in results["p50_ms"].items()}
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps({key: results[key] for key in ("float16_chunks", "p50_ms", "p50_ratio_to_float32")}))
     print(f"-> {args.out}")

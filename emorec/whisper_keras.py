@@ -94,7 +94,7 @@ class PositionEmbedding(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="emorec")
 class SelfAttention(keras.layers.Layer):
-    """Unmasked multi-head attention of a fused q|k|v projection [batch, frames, 3 * 512] -> [batch, frames, 512]."""
+    """Unmasked 8-head attention of a fused q|k|v projection [batch, frames, 1536] -> [batch, frames, 512]."""
 
     def call(self, qkv):
         batch, frames = ops.shape(qkv)[0], ops.shape(qkv)[1]
@@ -192,12 +192,16 @@ def export_tflite(model, path, weights="float16"):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m emorec.whisper_keras",
-                                     description="Export the Whisper base encoder of a CTranslate2 model.bin to LiteRT.")
+                                     description="The Whisper base encoder of a CTranslate2 model.bin, as LiteRT.")
     parser.add_argument("--model-bin", required=True, help="CTranslate2 Whisper base model.bin")
     parser.add_argument("--out", required=True, help="output folder (encoder.tflite is written there)")
     parser.add_argument("--weights", choices=("float32", "float16", "int8"), default="float16")
     args = parser.parse_args(argv)
-    path = export_tflite(build_whisper_encoder(args.model_bin), Path(args.out) / "encoder.tflite", args.weights)
+    try:
+        model = build_whisper_encoder(args.model_bin)
+    except (OSError, ValueError, KeyError, struct.error) as error:
+        parser.error(f"{args.model_bin}: not a readable CTranslate2 Whisper base model.bin ({error})")
+    path = export_tflite(model, Path(args.out) / "encoder.tflite", args.weights)
     print(f"{path}: {path.stat().st_size:,} bytes ({args.weights} weights)")
 
 

@@ -55,6 +55,17 @@ def test_reader_reads_names_shapes_types_and_aliases(tmp_path):
         read_ctranslate2(path)
 
 
+def test_convert_command_rejects_a_bad_model_bin(tmp_path, capsys):
+    from emorec.whisper_keras import main
+    (tmp_path / "model.bin").write_bytes(b"not a model")
+    for path in (tmp_path / "model.bin", tmp_path / "missing.bin"):
+        with pytest.raises(SystemExit) as exit:
+            main(["--model-bin", str(path), "--out", str(tmp_path / "out")])
+        assert exit.value.code == 2
+        assert "not a readable CTranslate2 Whisper base model.bin" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture(scope="module")
 def model():
     return whisper_encoder()
