@@ -52,7 +52,7 @@ HANN = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.floa
 
 
 def log_mel(waveform):
-    """Whisper's log-mel spectrogram of a 16 kHz waveform, [len // 160, 80] (at least 1 frame).
+    """Whisper's log-mel spectrogram of a 16 kHz waveform, [len // 160, 80] (at least 2 frames).
 
     As whisper.audio.log_mel_spectrogram: centred 400-sample periodic-Hann frames every 160 samples
     (reflect padding), power spectrum, 80 Slaney mel bands, log10 clamped at 1e-10 and at 8 below the
