@@ -1,0 +1,249 @@
+"""`emorec batch --engine ray`: the batch scoring of `scoring` on Ray Data, from one machine to a cluster.
+
+Scoring actors each load one Predictor once and score batches (the driver lists the inputs and never
+loads a model). Inputs are local paths or URIs any pyarrow filesystem reads (s3://, gs://), or a CSV or
+Parquet manifest. The output is a Parquet dataset, one row per input, which a rerun resumes (inputs it
+already holds are skipped), or for small jobs the local engine's JSONL/CSV.
+"""
+
+import math
+import os
+import sys
+import time
+
+from . import scoring
+from .errors import InputError
+from .labels import LABELS
+
+try:
+    import pyarrow
+    import pyarrow.fs
+    import pyarrow.parquet
+    import ray
+    import ray.data
+except ImportError:
+    raise InputError("the ray engine needs Ray: pip install 'emorec[ray]'") from None
+
+ROWS_PER_BLOCK = 128  # inputs per Ray block: one output file each, and the unit a resumed run redoes
+BATCH_SIZE = 16  # inputs per actor call
+# Logical CPUs an actor reserves. An actor holding a whole CPU starves the read and write tasks (2 actors on
+# 2 CPUs deadlock); at half a CPU, one actor per core leaves half the cluster's CPUs for them.
+ACTOR_CPUS = 0.5
+TASK_RETRIES = 3  # a batch whose worker died is retried on its replacement (dead actors are always replaced)
+OUTPUTS = (".parquet", ".jsonl", ".csv")
+
+
+def filesystem(path):
+    """(pyarrow filesystem, path inside it) of a local path or a URI such as s3://bucket/key."""
+    if "://" in path:
+        return pyarrow.fs.FileSystem.from_uri(path)
+    return pyarrow.fs.LocalFileSystem(), os.path.abspath(path)
+
+
+def folder_files(path):
+    """The files under a folder (local or a URI), sorted, or None when `path` is not a folder."""
+    if "://" not in path:
+        return scoring.local_folder(path)
+    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+    if fs.get_file_info(inner).type != pyarrow.fs.FileType.Directory:
+        return None
+    scheme = path.split("://", 1)[0]
+    return sorted(f"{scheme}://{info.path}" for info in fs.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True))
+                  if info.type == pyarrow.fs.FileType.File)
+
+
+def _read(path):
+    """A local path as it is, or the bytes of a URI's file (the decoders take either)."""
+    if "://" not in path:
+        return path
+    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+    try:
+        with fs.open_input_stream(inner) as stream:
+            return stream.read()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the file ({error})") from None
+
+
+class Scorer:
+    """A scoring actor: one Predictor, loaded once; each call turns a batch of inputs into result rows."""
+
+    def __init__(self, models=None, crops=False, weights=None):
+        from .predictor import Predictor
+        self.predictor = Predictor(models) if models else Predictor()
+        self.crops, self.weights = crops, weights
+
+    def __call__(self, batch):
+        jobs = batch.to_pylist()
+        return _table(jobs, [self._score(job) for job in jobs], self.predictor.labels)
+
+    def _score(self, job):
+        if "image" in job:
+            result = scoring.row(lambda: scoring.predict_pair(
+                self.predictor, job["image"] and _read(job["image"]), job["audio"] and _read(job["audio"]),
+                self.crops, self.weights))
+        else:
+            result = scoring.row(lambda: scoring.predict_file(
+                self.predictor, job["path"], job["modality"], self.crops, job["modality"] and _read(job["path"])))
+        if result["status"] == "error":  # errors about the bytes of a URI name the URI
+            for kind in ("image", "audio"):
+                result["error"] = result["error"].replace(f"{kind} upload:", f"{job.get(kind, job.get('path'))}:", 1)
+        return result
+
+
+def _table(jobs, results, labels):
+    """The output rows as an Arrow table with a fixed schema (probabilities one column per label)."""
+    text, number = pyarrow.string(), pyarrow.float64()
+    columns = {key: pyarrow.array([job[key] for job in jobs], text) for key in jobs[0]}
+    columns.update({key: pyarrow.array([result[key] for result in results], text) for key in ("status", "label")})
+    columns["confidence"] = pyarrow.array([result["confidence"] for result in results], number)
+    for label in labels:
+        columns[label] = pyarrow.array([(result["probabilities"] or {}).get(label) for result in results], number)
+    columns["error"] = pyarrow.array([result.get("error") for result in results], text)
+    return pyarrow.table(columns)
+
+
+def _local_row(record, keys, labels):
+    """An output row as the local engine writes it to JSONL/CSV."""
+    row = {key: record[key] for key in keys if key != "modality"}
+    row.update({key: record[key] for key in ("status", "label", "confidence")})
+    row["probabilities"] = None if record["confidence"] is None else {label: record[label] for label in labels}
+    if record["error"] is not None:
+        row["error"] = record["error"]
+    return row
+
+
+def scored(out, keys):
+    """The inputs (tuples of `keys`) and the statuses a Parquet dataset `out` holds; a file that a killed run
+    left unreadable is deleted, so that its inputs are scored again."""
+    fs, root = filesystem(out)
+    kind = fs.get_file_info(root).type
+    if kind == pyarrow.fs.FileType.NotFound:
+        return {}
+    if kind != pyarrow.fs.FileType.Directory:
+        raise InputError(f"{out}: exists and is not a Parquet dataset folder")
+    done = {}
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
+        if info.type != pyarrow.fs.FileType.File or not info.path.endswith(".parquet"):
+            continue
+        try:
+            names = pyarrow.parquet.read_schema(info.path, filesystem=fs).names
+        except (OSError, pyarrow.ArrowInvalid):
+            fs.delete_file(info.path)
+            continue
+        if not {*keys, "status"} <= set(names):
+            raise InputError(f"{out}: holds results of other inputs (no {', '.join(keys)} columns); "
+                             "choose another --out")
+        table = pyarrow.parquet.read_table(info.path, columns=[*keys, "status"], filesystem=fs)
+        done.update(zip(zip(*(table[key].to_pylist() for key in keys)), table["status"].to_pylist()))
+    return done
+
+
+def read_manifest(manifest, modality="auto"):
+    """The inputs of a CSV or Parquet manifest (a path column, or image,audio columns), read with Ray Data
+    on the driver's node (local://) when the manifest is a local file."""
+    reader = ray.data.read_parquet if manifest.endswith(".parquet") else ray.data.read_csv
+    source = manifest if "://" in manifest else "local://" + os.path.abspath(manifest)
+    try:
+        rows = reader(source).take_all()
+    except (OSError, ValueError, pyarrow.ArrowException, ray.exceptions.RayError) as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise InputError(f"{manifest}: cannot read the manifest ({reason})") from None
+    columns = set(rows[0]) if rows else set()
+    if "path" in columns:
+        return [{"path": path, "modality": kind}
+                for path, kind in scoring.expand([row["path"] for row in rows], modality, lambda path: None)]
+    if {"image", "audio"} <= columns:
+        return [{"image": row["image"] or "", "audio": row["audio"] or ""} for row in rows]
+    raise InputError(f"{manifest}: the manifest needs a path column, or columns image,audio")
+
+
+def run(jobs, out, workers=None, models=None, crops=False, weights=None):
+    """Score `jobs` (dicts of path and modality, or of image and audio) on the connected Ray cluster into
+    `out` (.parquet: resumed; .jsonl/.csv: rewritten). Returns a summary."""
+    scoring.check_output(out, OUTPUTS)
+    keys = tuple(jobs[0]) if jobs else ("path", "modality")
+    resume_keys = keys[:1] if keys[0] == "path" else keys
+    parquet = out.endswith(".parquet")
+    done = scored(out, resume_keys) if parquet else {}
+    todo = [job for job in jobs if tuple(job[key] for key in resume_keys) not in done]
+    if workers is not None and workers < 1:
+        raise InputError("--workers must be at least 1")
+    workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    ray.data.DataContext.get_current().execution_options.preserve_order = not parquet
+    start = time.perf_counter()
+    failures = None
+    if todo:
+        results = ray.data.from_items(todo, override_num_blocks=_blocks(len(todo), workers)).map_batches(
+            Scorer, fn_constructor_kwargs={"models": models, "crops": crops, "weights": weights},
+            batch_size=BATCH_SIZE, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=ACTOR_CPUS, scheduling_strategy="SPREAD", max_restarts=-1, max_task_retries=TASK_RETRIES)
+        if parquet:
+            results.write_parquet(out if "://" in out else os.path.abspath(out))
+        else:
+            failures = _write_rows(results, out, keys)
+    elif not parquet:
+        failures = _write_rows(None, out, keys)
+    seconds = time.perf_counter() - start
+    if parquet:
+        statuses = scored(out, resume_keys).values()
+        total, failures = len(statuses), sum(status == "error" for status in statuses)
+    else:
+        total = len(todo)
+    return {"inputs": len(jobs), "skipped": len(jobs) - len(todo), "scored": len(todo), "rows": total,
+            "errors": failures, "seconds": round(seconds, 3),
+            "files_per_second": round(len(todo) / seconds, 2) if todo and seconds else None, "workers": workers}
+
+
+def _blocks(inputs, workers):
+    """Blocks of at most ROWS_PER_BLOCK inputs, and at least a few per worker while there are inputs."""
+    return min(inputs, max(math.ceil(inputs / ROWS_PER_BLOCK), 4 * workers))
+
+
+def _write_rows(results, out, keys):
+    """Stream the result rows into a JSONL/CSV file in input order; returns the number of error rows."""
+    writer, failures = None, 0
+    for batch in results.iter_batches(batch_format="pyarrow", batch_size=None) if results is not None else ():
+        names = batch.column_names
+        labels = names[names.index("confidence") + 1:names.index("error")]
+        writer = writer or scoring.Writer(out, labels, [key for key in keys if key != "modality"])
+        for record in batch.to_pylist():
+            failures += record["status"] == "error"
+            writer.write(_local_row(record, keys, labels))
+    if writer is None:
+        scoring.Writer(out, LABELS, [key for key in keys if key != "modality"])
+    return failures
+
+
+def connect(address=None):
+    """Join the Ray cluster at `address` (auto, ray://host:10001; default: $RAY_ADDRESS or a new local
+    instance) unless already connected; returns whether this call connected."""
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise InputError(f"cannot join the Ray cluster at {address} ({error})") from None
+    return True
+
+
+def batch(args):
+    """`emorec batch --engine ray`: list the inputs, score them on the cluster, print a summary."""
+    scoring.check_output(args.out, OUTPUTS)
+    manifest = args.manifest or args.pairs
+    if not (args.paths or manifest):
+        raise InputError("give files or folders to predict, --manifest or --pairs")
+    connected = connect(args.address)
+    try:
+        jobs = (read_manifest(manifest, args.modality) if manifest else
+                [{"path": path, "modality": kind} for path, kind in scoring.expand(args.paths, args.modality,
+                                                                                  folder_files)])
+        summary = run(jobs, args.out, args.workers, args.models, args.crops, args.weights)
+    finally:
+        if connected:
+            ray.shutdown()
+    rate = f", {summary['files_per_second']} files/s" if summary["files_per_second"] else ""
+    print(f"{summary['inputs']} inputs: {summary['scored']} scored on {summary['workers']} workers in "
+          f"{summary['seconds']:.1f} s{rate}, {summary['skipped']} already in {args.out}; "
+          f"{summary['errors']} failed of {summary['rows']} rows -> {args.out}", file=sys.stderr)
