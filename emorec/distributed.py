@@ -1,9 +1,11 @@
 """`emorec batch --engine ray`: the batch scoring of `scoring` on Ray Data, from one machine to a cluster.
 
 Scoring actors each load one Predictor once and score batches (the driver lists the inputs and never
-loads a model). Inputs are local paths or URIs any pyarrow filesystem reads (s3://, gs://), or a CSV or
-Parquet manifest. The output is a Parquet dataset, one row per input, which a rerun resumes (inputs it
-already holds are skipped), or for small jobs the local engine's JSONL/CSV.
+loads a model). Ray Data spreads the actors over the nodes, replaces one that dies and retries its batch
+on the replacement (its actor pools' defaults: max_restarts=-1, max_task_retries=-1). Inputs are local
+paths or URIs any pyarrow filesystem reads (s3://, gs://), or a CSV or Parquet manifest. The output is a
+Parquet dataset, one row per input, which a rerun resumes (inputs it already holds are skipped), or for
+small jobs the local engine's JSONL/CSV.
 """
 
 import math
@@ -17,6 +19,7 @@ from .labels import LABELS
 
 try:
     import pyarrow
+    import pyarrow.csv
     import pyarrow.fs
     import pyarrow.parquet
     import ray
@@ -29,7 +32,6 @@ BATCH_SIZE = 16  # inputs per actor call
 # Logical CPUs an actor reserves. An actor holding a whole CPU starves the read and write tasks (2 actors on
 # 2 CPUs deadlock); at half a CPU, one actor per core leaves half the cluster's CPUs for them.
 ACTOR_CPUS = 0.5
-TASK_RETRIES = 3  # a batch whose worker died is retried on its replacement (dead actors are always replaced)
 OUTPUTS = (".parquet", ".jsonl", ".csv")
 
 
@@ -48,8 +50,13 @@ def folder_files(path):
     if fs.get_file_info(inner).type != pyarrow.fs.FileType.Directory:
         return None
     scheme = path.split("://", 1)[0]
-    return sorted(f"{scheme}://{info.path}" for info in fs.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True))
-                  if info.type == pyarrow.fs.FileType.File)
+    found = fs.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True))
+    return sorted(f"{scheme}://{info.path}" for info in found if info.type == pyarrow.fs.FileType.File)
+
+
+def inputs(paths, modality="auto"):
+    """The jobs of files and folders, local or URIs, found as the local engine finds them."""
+    return [{"path": path, "modality": kind} for path, kind in scoring.expand(paths, modality, folder_files)]
 
 
 def _read(path):
@@ -88,7 +95,8 @@ class Scorer:
                 self.predictor, job["path"], job["modality"], self.crops, job["modality"] and _read(job["path"])))
         if result["status"] == "error":  # errors about the bytes of a URI name the URI
             for kind in ("image", "audio"):
-                result["error"] = result["error"].replace(f"{kind} upload:", f"{job.get(kind, job.get('path'))}:", 1)
+                name = job.get(kind, job.get("path"))
+                result["error"] = result["error"].replace(f"{kind} upload:", f"{name}:", 1)
         return result
 
 
@@ -141,27 +149,34 @@ def scored(out, keys):
 
 
 def read_manifest(manifest, modality="auto"):
-    """The inputs of a CSV or Parquet manifest (a path column, or image,audio columns), read with Ray Data
-    on the driver's node (local://) when the manifest is a local file."""
-    reader = ray.data.read_parquet if manifest.endswith(".parquet") else ray.data.read_csv
-    source = manifest if "://" in manifest else "local://" + os.path.abspath(manifest)
+    """The inputs of a CSV or Parquet manifest (a path column, or image,audio columns), on any filesystem.
+
+    The driver reads it (it filters out what a resumed run has done and sizes the blocks), with pyarrow;
+    Ray Data's readers would run on any node, where a manifest beside the job is not."""
+    fs, inner = filesystem(manifest)
     try:
-        rows = reader(source).take_all()
-    except (OSError, ValueError, pyarrow.ArrowException, ray.exceptions.RayError) as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        raise InputError(f"{manifest}: cannot read the manifest ({reason})") from None
-    columns = set(rows[0]) if rows else set()
-    if "path" in columns:
+        if manifest.endswith(".parquet"):
+            table = pyarrow.parquet.read_table(inner, filesystem=fs)
+        else:
+            with fs.open_input_stream(inner) as stream:
+                table = pyarrow.csv.read_csv(stream, convert_options=pyarrow.csv.ConvertOptions(
+                    column_types={name: pyarrow.string() for name in ("path", "image", "audio")}))
+    except FileNotFoundError:
+        raise InputError(f"{manifest}: no such file") from None
+    except (OSError, pyarrow.ArrowInvalid) as error:
+        raise InputError(f"{manifest}: cannot read the manifest ({error})") from None
+    if "path" in table.column_names:
         return [{"path": path, "modality": kind}
-                for path, kind in scoring.expand([row["path"] for row in rows], modality, lambda path: None)]
-    if {"image", "audio"} <= columns:
-        return [{"image": row["image"] or "", "audio": row["audio"] or ""} for row in rows]
+                for path, kind in scoring.expand(table["path"].to_pylist(), modality, lambda path: None)]
+    if {"image", "audio"} <= set(table.column_names):
+        return [{"image": row["image"] or "", "audio": row["audio"] or ""}
+                for row in table.select(["image", "audio"]).to_pylist()]
     raise InputError(f"{manifest}: the manifest needs a path column, or columns image,audio")
 
 
-def run(jobs, out, workers=None, models=None, crops=False, weights=None):
+def run(jobs, out, workers=None, models=None, crops=False, weights=None, scorer=Scorer):
     """Score `jobs` (dicts of path and modality, or of image and audio) on the connected Ray cluster into
-    `out` (.parquet: resumed; .jsonl/.csv: rewritten). Returns a summary."""
+    `out` (.parquet: resumed; .jsonl/.csv: rewritten) with actors of class `scorer`. Returns a summary."""
     scoring.check_output(out, OUTPUTS)
     keys = tuple(jobs[0]) if jobs else ("path", "modality")
     resume_keys = keys[:1] if keys[0] == "path" else keys
@@ -175,10 +190,11 @@ def run(jobs, out, workers=None, models=None, crops=False, weights=None):
     start = time.perf_counter()
     failures = None
     if todo:
-        results = ray.data.from_items(todo, override_num_blocks=_blocks(len(todo), workers)).map_batches(
-            Scorer, fn_constructor_kwargs={"models": models, "crops": crops, "weights": weights},
-            batch_size=BATCH_SIZE, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=ACTOR_CPUS, scheduling_strategy="SPREAD", max_restarts=-1, max_task_retries=TASK_RETRIES)
+        blocks = _blocks(len(todo), workers)
+        results = ray.data.from_items(todo, override_num_blocks=blocks).map_batches(
+            scorer, fn_constructor_kwargs={"models": models, "crops": crops, "weights": weights},
+            batch_size=BATCH_SIZE, batch_format="pyarrow", num_cpus=ACTOR_CPUS,
+            compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)))
         if parquet:
             results.write_parquet(out if "://" in out else os.path.abspath(out))
         else:
@@ -234,16 +250,15 @@ def batch(args):
     manifest = args.manifest or args.pairs
     if not (args.paths or manifest):
         raise InputError("give files or folders to predict, --manifest or --pairs")
+    jobs = read_manifest(manifest, args.modality) if manifest else inputs(args.paths, args.modality)
     connected = connect(args.address)
     try:
-        jobs = (read_manifest(manifest, args.modality) if manifest else
-                [{"path": path, "modality": kind} for path, kind in scoring.expand(args.paths, args.modality,
-                                                                                  folder_files)])
         summary = run(jobs, args.out, args.workers, args.models, args.crops, args.weights)
     finally:
         if connected:
             ray.shutdown()
-    rate = f", {summary['files_per_second']} files/s" if summary["files_per_second"] else ""
-    print(f"{summary['inputs']} inputs: {summary['scored']} scored on {summary['workers']} workers in "
-          f"{summary['seconds']:.1f} s{rate}, {summary['skipped']} already in {args.out}; "
-          f"{summary['errors']} failed of {summary['rows']} rows -> {args.out}", file=sys.stderr)
+    rate = f" ({summary['files_per_second']} files/s)" if summary["files_per_second"] else ""
+    skipped = f", {summary['skipped']} skipped as already scored" if summary["skipped"] else ""
+    print(f"{summary['inputs']} inputs: {summary['scored']} scored by {summary['workers']} workers in "
+          f"{summary['seconds']:.1f} s{rate}{skipped}; {summary['rows']} rows, {summary['errors']} failed -> "
+          f"{args.out}", file=sys.stderr)
