@@ -208,7 +208,8 @@ def parser():
                          help="output file, .jsonl or .csv; with --engine ray also a .parquet dataset (resumable)")
     command.add_argument("--engine", choices=("local", "ray"), default="local",
                          help="local: this process; ray: Ray Data actors on a cluster (needs emorec[ray])")
-    command.add_argument("--address", help="ray: the cluster, auto or ray://host:10001 (default: a local one)")
+    command.add_argument("--address", help="ray: the cluster, auto or ray://host:10001 (default: $RAY_ADDRESS, "
+                         "one started on this machine, or a new local one)")
     command.add_argument("--workers", type=int, help="ray: scoring actors (default: one per CPU of the cluster)")
     command.add_argument("--manifest", help="ray: csv or parquet with a path column, or image,audio columns")
     command.set_defaults(run=batch)

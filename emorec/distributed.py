@@ -178,13 +178,13 @@ def run(jobs, out, workers=None, models=None, crops=False, weights=None, scorer=
     """Score `jobs` (dicts of path and modality, or of image and audio) on the connected Ray cluster into
     `out` (.parquet: resumed; .jsonl/.csv: rewritten) with actors of class `scorer`. Returns a summary."""
     scoring.check_output(out, OUTPUTS)
+    if workers is not None and workers < 1:
+        raise InputError("--workers must be at least 1")
     keys = tuple(jobs[0]) if jobs else ("path", "modality")
     resume_keys = keys[:1] if keys[0] == "path" else keys
     parquet = out.endswith(".parquet")
     done = scored(out, resume_keys) if parquet else {}
     todo = [job for job in jobs if tuple(job[key] for key in resume_keys) not in done]
-    if workers is not None and workers < 1:
-        raise InputError("--workers must be at least 1")
     workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     ray.data.DataContext.get_current().execution_options.preserve_order = not parquet
     start = time.perf_counter()
@@ -219,22 +219,22 @@ def _blocks(inputs, workers):
 
 def _write_rows(results, out, keys):
     """Stream the result rows into a JSONL/CSV file in input order; returns the number of error rows."""
-    writer, failures = None, 0
+    writer, failures, extra = None, 0, [key for key in keys if key != "modality"]
     for batch in results.iter_batches(batch_format="pyarrow", batch_size=None) if results is not None else ():
         names = batch.column_names
         labels = names[names.index("confidence") + 1:names.index("error")]
-        writer = writer or scoring.Writer(out, labels, [key for key in keys if key != "modality"])
+        writer = writer or scoring.Writer(out, labels, extra)
         for record in batch.to_pylist():
             failures += record["status"] == "error"
             writer.write(_local_row(record, keys, labels))
     if writer is None:
-        scoring.Writer(out, LABELS, [key for key in keys if key != "modality"])
+        scoring.Writer(out, LABELS, extra)
     return failures
 
 
 def connect(address=None):
-    """Join the Ray cluster at `address` (auto, ray://host:10001; default: $RAY_ADDRESS or a new local
-    instance) unless already connected; returns whether this call connected."""
+    """Join the Ray cluster at `address` (auto, ray://host:10001; default: $RAY_ADDRESS, one started on this
+    machine, or a new local instance) unless already connected; returns whether this call connected."""
     if ray.is_initialized():
         return False
     try:
