@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+from pathlib import PurePosixPath
 
 from . import scoring
 from .errors import InputError
@@ -51,7 +52,8 @@ def folder_files(path):
         return None
     scheme = path.split("://", 1)[0]
     found = fs.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True))
-    return sorted(f"{scheme}://{info.path}" for info in found if info.type == pyarrow.fs.FileType.File)
+    files = sorted(PurePosixPath(info.path) for info in found if info.type == pyarrow.fs.FileType.File)
+    return [f"{scheme}://{file}" for file in files]  # in the local engine's order (Path order)
 
 
 def inputs(paths, modality="auto"):

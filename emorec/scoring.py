@@ -15,7 +15,7 @@ FIELDS = ("status", "label", "confidence", "probabilities")
 def local_folder(path):
     """The files under a local folder, sorted, or None when `path` is not a folder."""
     path = Path(path)
-    return sorted(str(p) for p in path.rglob("*") if p.is_file()) if path.is_dir() else None
+    return [str(p) for p in sorted(p for p in path.rglob("*") if p.is_file())] if path.is_dir() else None
 
 
 def expand(paths, modality, folder_files=local_folder):

@@ -104,6 +104,18 @@ def test_resume_scores_only_the_rest(folder, local_rows, tmp_path):
     assert (again["skipped"], again["scored"], again["rows"]) == (len(jobs), 0, len(jobs))
 
 
+def test_uris_are_listed_and_read_through_pyarrow(folder, local_rows, tmp_path):
+    """file:// stands for s3:// and gs://: listed with pyarrow, read as bytes, errors naming the URI."""
+    jobs = distributed.inputs([f"file://{folder}", f"file://{folder}/gone.wav"])
+    assert [job["path"] for job in jobs] == [f"file://{path}" for path in local_rows]
+    distributed.run(jobs, str(tmp_path / "scores.parquet"))
+    for row in read_rows(tmp_path / "scores.parquet"):
+        local = local_rows[row["path"].removeprefix("file://")]
+        assert (row["status"], row["label"], row["confidence"]) == (local["status"], local["label"],
+                                                                    local["confidence"])
+        assert row["error"] == (local.get("error") and "file://" + local["error"])
+
+
 def test_manifests_csv_paths_and_parquet_pairs(folder, predictor, tmp_path):
     photo, clip = folder / "photos" / "astronaut.png", folder / "clips" / CLIPS[0].split("/")[1]
     paths = write(tmp_path, "paths.csv", f"path\n{photo}\n{clip}\n{folder / 'gone.png'}\n")
