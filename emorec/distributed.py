@@ -10,6 +10,7 @@ small jobs the local engine's JSONL/CSV.
 
 import math
 import os
+import socket
 import sys
 import time
 from pathlib import PurePosixPath
@@ -237,6 +238,12 @@ def _write_rows(results, out, keys):
 def connect(address=None):
     """Join the Ray cluster at `address` (auto, ray://host:10001; default: $RAY_ADDRESS, one started on this
     machine, or a new local instance) unless already connected; returns whether this call connected."""
+    if address and address != "auto" and "://" not in address:  # ray.init would retry a dead host:port for minutes
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except (OSError, ValueError) as error:
+            raise InputError(f"cannot join the Ray cluster at {address} ({error})") from None
     if ray.is_initialized():
         return False
     try:

@@ -167,6 +167,7 @@ def test_missing_paths_and_manifests(folder, tmp_path, capsys):
             (["--manifest", str(write(tmp_path, "bad.parquet", b"PAR1 junk"))], "cannot read the manifest"),
             ([str(folder), "--out", str(tmp_path / "scores.txt")], "--out must end in .parquet or .jsonl or .csv"),
             ([str(folder), "--workers", "0"], "--workers must be at least 1"),
+            ([str(folder), "--address", "127.0.0.1:1"], "cannot join the Ray cluster at 127.0.0.1:1"),
             ([], "give files or folders to predict, --manifest or --pairs")):
         argv = ["batch", *argv, "--engine", "ray"] + ([] if "--out" in argv else ["--out", str(out)])
         assert main(argv) == 2
