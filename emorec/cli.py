@@ -7,12 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import fusion
+from . import fusion, scoring
 from .errors import InputError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
-
 
 def _predictor(args):
     from .predictor import Predictor
@@ -50,94 +46,31 @@ def predict(args):
     print(json.dumps(result, indent=2) if args.json else _describe(result))
 
 
-def _inputs(paths, modality):
-    """(path, modality) of each input: named files as given, folders searched recursively."""
-    for path in map(Path, paths):
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            suffix = file.suffix.lower()
-            kind = modality if modality != "auto" else (
-                "face" if suffix in IMAGE_SUFFIXES else "speech" if suffix in AUDIO_SUFFIXES else None)
-            known = suffix in (IMAGE_SUFFIXES if kind == "face" else AUDIO_SUFFIXES)
-            if path.is_dir() and not known:
-                continue
-            yield str(file), kind
-
-
-def _pairs(manifest):
-    try:
-        with open(manifest, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise InputError(f"{manifest}: cannot read the pairs csv ({error})") from None
-    if not rows or not {"image", "audio"} <= set(rows[0]):
-        raise InputError(f"{manifest}: the pairs csv needs columns image,audio")
-    return rows
-
-
-class _Writer:
-    """Rows to .jsonl or .csv, flushed one by one so an interrupted batch keeps its work."""
-
-    def __init__(self, path, labels, extra):
-        self.path = Path(path)
-        if self.path.suffix not in (".jsonl", ".csv"):
-            raise InputError(f"{path}: --out must end in .jsonl or .csv")
-        self.labels = labels
-        try:
-            self.handle = open(self.path, "w", newline="")
-        except OSError as error:
-            raise InputError(f"{path}: cannot write the output file ({error.strerror})") from None
-        if self.path.suffix == ".csv":
-            self.csv = csv.writer(self.handle)
-            self.csv.writerow([*extra, "status", "label", "confidence", *labels, "error"])
-
-    def write(self, row):
-        if self.path.suffix == ".jsonl":
-            self.handle.write(json.dumps(row) + "\n")
-        else:
-            probabilities = row.get("probabilities") or {}
-            self.csv.writerow([row[key] for key in row if key not in
-                               ("label", "confidence", "probabilities", "error")]
-                              + [row.get("label"), row.get("confidence")]
-                              + [probabilities.get(label, "") for label in self.labels] + [row.get("error", "")])
-        self.handle.flush()
-
-
-def _summary(result):
-    return {key: result.get(key) for key in ("status", "label", "confidence", "probabilities")}
-
-
 def batch(args):
+    if args.engine == "ray":
+        from . import distributed
+        return distributed.batch(args)
+    if args.manifest or args.address or args.workers:
+        raise InputError("--manifest, --address and --workers need --engine ray")
     from tqdm import tqdm
 
     predictor = _predictor(args)
     if args.pairs:
         jobs = [({"image": row["image"], "audio": row["audio"]},
-                 lambda r=row: predictor.predict(r["image"] or None, r["audio"] or None, args.weights,
-                                                args.crops)["fusion"])
-                for row in _pairs(args.pairs)]
+                 lambda r=row: scoring.predict_pair(predictor, r["image"], r["audio"], args.crops, args.weights))
+                for row in scoring.read_pairs(args.pairs)]
     else:
         if not args.paths:
             raise InputError("give files or folders to predict, or --pairs")
-        jobs = [({"path": path},
-                 lambda p=path, kind=kind: (predictor.predict_face(p, args.crops) if kind == "face"
-                                            else predictor.predict_speech(p) if kind == "speech"
-                                            else _unknown(p)))
-                for path, kind in _inputs(args.paths, args.modality)]
-    writer = _Writer(args.out, predictor.labels, list(jobs[0][0]) if jobs else ["path"])
+        jobs = [({"path": path}, lambda p=path, kind=kind: scoring.predict_file(predictor, p, kind, args.crops))
+                for path, kind in scoring.expand(args.paths, args.modality)]
+    writer = scoring.Writer(args.out, predictor.labels, list(jobs[0][0]) if jobs else ["path"])
     failures = 0
     for key, job in tqdm(jobs, desc="predicting", unit="file", file=sys.stderr):
-        try:
-            writer.write({**key, **_summary(job())})
-        except InputError as error:
-            failures += 1
-            writer.write({**key, "status": "error", "label": None, "confidence": None,
-                          "probabilities": None, "error": str(error)})
+        result = scoring.row(job)
+        failures += result["status"] == "error"
+        writer.write({**key, **result})
     print(f"{len(jobs)} inputs, {failures} failed -> {args.out}", file=sys.stderr)
-
-
-def _unknown(path):
-    raise InputError(f"{path}: unknown file type; use --modality face or speech")
 
 
 def train(args):
@@ -190,7 +123,8 @@ def _evaluate_fusion(args, predictor, evaluation):
     weights = args.weights and fusion.parse_weights(args.weights)
     report = {"split": f"pseudo-paired {Path(args.pairs).stem}", "manifest": str(args.pairs),
               "rule": predictor.fusion_rule, "adaptive": predictor.fusion_adaptive,
-              **evaluation.evaluate_fusion(predictor, _pairs(args.pairs), args.crops, weights, conditions, exponents)}
+              **evaluation.evaluate_fusion(predictor, scoring.read_pairs(args.pairs), args.crops, weights,
+                                           conditions, exponents)}
     for condition, accuracy in report["conditions"].items():
         print(f"{condition:<48} " + "  ".join(f"{modality} {value:.2%}" for modality, value in accuracy.items()
                                                 if value is not None))
@@ -277,7 +211,14 @@ def parser():
     command.add_argument("--crops", action="store_true", help="images are already-cropped faces")
     command.add_argument("--pairs", help="csv with columns image,audio: one fused row per pair")
     command.add_argument("--weights", help="fusion weights for --pairs, e.g. face=0.6,speech=0.4")
-    command.add_argument("--out", required=True, help="output file, .jsonl or .csv")
+    command.add_argument("--out", required=True,
+                         help="output file, .jsonl or .csv; with --engine ray also a .parquet dataset (resumable)")
+    command.add_argument("--engine", choices=("local", "ray"), default="local",
+                         help="local: this process; ray: Ray Data actors on a cluster (needs emorec[ray])")
+    command.add_argument("--address", help="ray: the cluster, auto or ray://host:10001 (default: $RAY_ADDRESS, "
+                         "one started on this machine, or a new local one)")
+    command.add_argument("--workers", type=int, help="ray: scoring actors (default: one per CPU of the cluster)")
+    command.add_argument("--manifest", help="ray: csv or parquet with a path column, or image,audio columns")
     command.set_defaults(run=batch)
 
     command = commands.add_parser("train", help="train the face CNN or the speech head")
