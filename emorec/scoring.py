@@ -8,7 +8,7 @@ from pathlib import Path
 from .errors import InputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".webm"}  # what load_audio reads
 FIELDS = ("status", "label", "confidence", "probabilities")
 
 

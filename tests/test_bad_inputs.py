@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 
 from emorec import media
-from emorec.cli import AUDIO_SUFFIXES, IMAGE_SUFFIXES, main
+from emorec.cli import main
 from emorec.errors import InputError
+from emorec.scoring import AUDIO_SUFFIXES, IMAGE_SUFFIXES
 from emorec.labels import LABELS
 
 from conftest import (assert_valid_result, error_lines, gradient, image_bytes, media_bytes, mp4_refilled,
