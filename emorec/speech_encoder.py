@@ -1,0 +1,121 @@
+"""Speech features from the Whisper base encoder (LiteRT, no TensorFlow): log-mel front end, per-layer
+activations over time, and their per-clip and per-window pooling.
+
+`log_mel` is the ONE speech preprocessing function shared by training and serving; `WhisperEncoder`
+runs models/whisper/encoder.tflite (built by `python -m emorec.whisper_keras`) on the clip's real
+length. The encoder's frames are 20 ms apart (50 per second: mel hop 10 ms, conv2 stride 2).
+"""
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, segment_windows
+from .models import TFLiteModel
+
+N_FFT, HOP, MEL_BANDS = 400, 160, 80
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP // 2  # 50 encoder frames per second
+MAX_FRAMES = 1500  # the encoder's positions: 30 s
+MAX_SAMPLES = MAX_FRAMES * 2 * HOP  # 480,000 samples
+LAYERS = 8  # 0: conv stem + positions, 1-6: the transformer blocks, 7: block 6 after the final layer norm
+WIDTH = 512
+WINDOW_FRAMES, WINDOW_HOP_FRAMES = 120, 48  # the speech timeline's 2.4 s windows every 0.96 s
+
+
+def _hz_to_mel(hz):
+    """Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, np.float64)
+    step = np.log(6.4) / 27.0
+    return np.where(hz >= 1000.0, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / step, hz * 3.0 / 200.0)
+
+
+def _mel_to_hz(mel):
+    mel = np.asarray(mel, np.float64)
+    step = np.log(6.4) / 27.0
+    return np.where(mel >= 15.0, 1000.0 * np.exp(step * (mel - 15.0)), mel * 200.0 / 3.0)
+
+
+def mel_filters(bands=MEL_BANDS, n_fft=N_FFT, rate=SAMPLE_RATE):
+    """[bands, n_fft // 2 + 1] Slaney-normalised triangular filters from 0 Hz to Nyquist, built as
+    librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=bands) builds them (Whisper's mel_filters.npz)."""
+    frequencies = np.fft.rfftfreq(n_fft, 1.0 / rate)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(rate / 2), bands + 2))
+    ramps = edges[:, None] - frequencies[None, :]
+    widths = np.diff(edges)
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    filters = np.maximum(0.0, np.minimum(lower, upper))
+    filters *= (2.0 / (edges[2:] - edges[:-2]))[:, None]  # equal area per filter
+    return filters.astype(np.float32)
+
+
+MEL_FILTERS = mel_filters()
+HANN = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)  # periodic
+
+
+def log_mel(waveform):
+    """Whisper's log-mel spectrogram of a 16 kHz waveform, [len // 160, 80] (at least 1 frame).
+
+    As whisper.audio.log_mel_spectrogram: centred 400-sample periodic-Hann frames every 160 samples
+    (reflect padding), power spectrum, 80 Slaney mel bands, log10 clamped at 1e-10 and at 8 below the
+    clip's maximum, then (x + 4) / 4. The last (centred past the end) frame is dropped as Whisper does.
+    No padding to 30 s: the frame count follows the clip. A clip shorter than 400 samples is zero-padded.
+    """
+    waveform = np.asarray(waveform, np.float32).reshape(-1)
+    if len(waveform) < N_FFT:
+        waveform = np.pad(waveform, (0, N_FFT - len(waveform)))
+    padded = np.pad(waveform, N_FFT // 2, mode="reflect")
+    count = len(waveform) // HOP
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:count]
+    spectrum = np.fft.rfft(frames * HANN, axis=-1)
+    power = spectrum.real ** 2 + spectrum.imag ** 2
+    logs = np.log10(np.maximum(power.astype(np.float32) @ MEL_FILTERS.T, 1e-10))
+    logs = np.maximum(logs, logs.max() - 8.0)
+    return ((logs + 4.0) / 4.0).astype(np.float32)
+
+
+def chunks(waveform, max_samples=MAX_SAMPLES):
+    """The waveform cut into equal pieces of at most `max_samples` (default 30 s, the encoder's span), in order."""
+    waveform = np.asarray(waveform, np.float32).reshape(-1)
+    count = max(1, -(-len(waveform) // max_samples))
+    bounds = np.linspace(0, len(waveform), count + 1).astype(int)
+    return [waveform[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+
+
+def pool(layer_frames, layers=None):
+    """[len(layers) * 2 * 512] float32: for each chosen layer in order, the mean over time (512)
+    then the standard deviation over time (512) of that layer's frames [8, frames, 512]."""
+    chosen = layer_frames if layers is None else layer_frames[list(layers)]
+    return np.concatenate([chosen.mean(axis=1), chosen.std(axis=1)], axis=-1).reshape(-1).astype(np.float32)
+
+
+class WhisperEncoder(TFLiteModel):
+    """The Whisper base encoder (LiteRT): a 16 kHz waveform -> every layer's frames over time.
+
+    The model's input is a log-mel [1, frames, 80] of any length up to 3000 frames (30 s); its output
+    [1, 8, frames / 2, 512] stacks the 8 layers (see LAYERS). Longer clips run as equal chunks of at most
+    `chunk_seconds` (<= 30) whose frames are concatenated; shorter chunks bound the memory that attention
+    takes (it grows with the square of the chunk's length).
+    """
+
+    def __init__(self, path, threads=1, chunk_seconds=30):
+        if not 0 < chunk_seconds <= MAX_SAMPLES / SAMPLE_RATE:
+            raise ValueError(f"chunk_seconds is in (0, 30], not {chunk_seconds}")
+        super().__init__(path, threads)
+        self.chunk_samples = int(chunk_seconds * SAMPLE_RATE)
+
+    def layer_frames(self, waveform):
+        """[8, frames, 512] float32, 50 frames per second: ceil((len // 160) / 2) per chunk."""
+        with self.lock:
+            pieces = chunks(waveform, self.chunk_samples)
+            return np.concatenate([self._run(log_mel(piece)[None])[0] for piece in pieces], axis=1)
+
+    def clip_features(self, waveform, layers=None):
+        """The per-clip features: `pool` of the clip's layer frames (all 8 layers: 8192 values)."""
+        return pool(self.layer_frames(waveform), layers)
+
+    def window_features(self, waveform, layers=None):
+        """Per-window features [windows, len(layers) * 1024] and each window's (start, end) seconds,
+        over the speech timeline's windows (2.4 s every 0.96 s, segment_windows' rules)."""
+        frames = self.layer_frames(waveform)
+        spans = segment_windows(frames.shape[1], WINDOW_FRAMES, WINDOW_HOP_FRAMES)
+        features = np.stack([pool(frames[:, start:end], layers) for start, end in spans])
+        return features, [(start / FRAMES_PER_SECOND, end / FRAMES_PER_SECOND) for start, end in spans]

@@ -1,0 +1,113 @@
+"""The Whisper speech front end served with LiteRT (emorec.speech_encoder): log-mel, chunking, pooling,
+and the vendored models/whisper/encoder.tflite on real-length clips."""
+
+import math
+
+import numpy as np
+import pytest
+
+from emorec.audio import segment_windows
+from emorec.models import MODELS_DIR
+from emorec.speech_encoder import (FRAMES_PER_SECOND, LAYERS, MAX_SAMPLES, MEL_BANDS, WIDTH, WhisperEncoder,
+                                   chunks, log_mel, mel_filters, pool)
+
+from conftest import CLIP, shared, tone
+
+
+def slaney_filters(bands=80, n_fft=400, rate=16000):
+    """librosa's Slaney filterbank written out filter by filter, bin by bin (scalar math)."""
+    def to_mel(hz):
+        return 15 + math.log(hz / 1000) * 27 / math.log(6.4) if hz >= 1000 else hz / (200 / 3)
+
+    def to_hz(mel):
+        return 1000 * math.exp((mel - 15) * math.log(6.4) / 27) if mel >= 15 else mel * 200 / 3
+
+    top = to_mel(rate / 2)
+    edges = [to_hz(top * i / (bands + 1)) for i in range(bands + 2)]
+    filters = np.zeros((bands, n_fft // 2 + 1))
+    for band in range(bands):
+        left, centre, right = edges[band:band + 3]
+        for k in range(n_fft // 2 + 1):
+            hz = k * rate / n_fft
+            rising, falling = (hz - left) / (centre - left), (right - hz) / (right - centre)
+            filters[band, k] = max(0.0, min(rising, falling)) * 2 / (right - left)
+    return filters
+
+
+def reference_log_mel(waveform):
+    """Whisper's recipe with an explicit DFT matrix: centred reflect-padded periodic-Hann frames,
+    power, Slaney mel, log10 clamped at 1e-10 and max - 8, (x + 4) / 4, last frame dropped."""
+    padded = np.pad(np.asarray(waveform, np.float64), 200, mode="reflect")
+    window = np.sin(np.pi * np.arange(400) / 400) ** 2
+    dft = np.exp(-2j * np.pi * np.outer(np.arange(400), np.arange(201)) / 400)
+    frames = np.stack([padded[160 * i:160 * i + 400] for i in range(len(waveform) // 160)])
+    power = np.abs((frames * window) @ dft) ** 2
+    logs = np.log10(np.maximum(power @ slaney_filters().T, 1e-10))
+    return (np.maximum(logs, logs.max() - 8) + 4) / 4
+
+
+def test_mel_filters_are_slaneys():
+    filters = mel_filters()
+    assert filters.shape == (80, 201) and filters.dtype == np.float32
+    np.testing.assert_allclose(filters, slaney_filters(), rtol=1e-5, atol=1e-9)
+
+
+def test_log_mel_of_a_tone_matches_the_reference():
+    wave = tone(0.5, frequency=1000.0).astype(np.float32)
+    mel = log_mel(wave)
+    assert mel.shape == (50, MEL_BANDS) and mel.dtype == np.float32
+    np.testing.assert_allclose(mel, reference_log_mel(wave), atol=2e-4)
+    # 1 kHz lands in the band whose triangle peaks nearest to it; the floor is 8 decades (2.0) below the top.
+    peaks = np.argmax(mel_filters(), axis=1) * 40.0
+    assert np.argmax(mel[10:40].mean(axis=0)) == np.argmin(np.abs(peaks - 1000.0))
+    assert mel.min() == pytest.approx(mel.max() - 2.0)
+
+
+def test_log_mel_follows_the_clip_length():
+    assert log_mel(np.zeros(16000 * 3 + 100, np.float32)).shape == (300, MEL_BANDS)
+    assert log_mel(np.zeros(10, np.float32)).shape == (2, MEL_BANDS)  # padded to one 400-sample window
+
+
+def test_chunks_cut_long_audio_into_equal_pieces_of_at_most_30_s():
+    assert [len(piece) for piece in chunks(np.zeros(MAX_SAMPLES))] == [MAX_SAMPLES]
+    pieces = chunks(np.arange(MAX_SAMPLES + 32000, dtype=np.float32))
+    assert [len(piece) for piece in pieces] == [MAX_SAMPLES // 2 + 16000] * 2
+    assert np.array_equal(np.concatenate(pieces), np.arange(MAX_SAMPLES + 32000))
+
+
+def test_pool_lays_out_mean_then_std_layer_by_layer():
+    frames = np.random.default_rng(0).normal(size=(LAYERS, 30, WIDTH)).astype(np.float32)
+    features = pool(frames, layers=[2, 5]).reshape(2, 2, WIDTH)
+    np.testing.assert_allclose(features[1, 0], frames[5].mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(features[0, 1], frames[2].std(axis=0), rtol=1e-6)
+    assert pool(frames).shape == (LAYERS * 2 * WIDTH,)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return WhisperEncoder(MODELS_DIR / "whisper" / "encoder.tflite")
+
+
+def test_served_encoder_runs_on_the_real_length(encoder):
+    from emorec.audio import load_audio
+    wave = load_audio(shared(CLIP))
+    frames = encoder.layer_frames(wave)
+    assert frames.shape == (LAYERS, math.ceil(len(wave) // 160 / 2), WIDTH) and np.isfinite(frames).all()
+    half = encoder.layer_frames(wave[:len(wave) // 2])  # the input resized per clip
+    assert half.shape[1] == math.ceil(len(wave) // 2 // 160 / 2)
+    features = encoder.clip_features(wave, layers=[3])
+    np.testing.assert_allclose(features[:WIDTH], frames[3].mean(axis=0), rtol=1e-5, atol=1e-5)
+
+
+def test_long_audio_runs_as_chunks_and_windows_follow_the_timeline(encoder):
+    wave = tone(31.0, frequency=300.0).astype(np.float32)
+    frames = encoder.layer_frames(wave)
+    assert frames.shape == (LAYERS, 2 * (len(wave) // 2 // 320), WIDTH)
+    shorter = WhisperEncoder(MODELS_DIR / "whisper" / "encoder.tflite", chunk_seconds=10).layer_frames(wave)
+    assert shorter.shape == (LAYERS, 4 * math.ceil(len(wave) // 4 // 160 / 2), WIDTH)
+    with pytest.raises(ValueError, match="chunk_seconds"):
+        WhisperEncoder(MODELS_DIR / "whisper" / "encoder.tflite", chunk_seconds=31)
+    features, spans = encoder.window_features(wave[:16000 * 5], layers=[0, 7])
+    expected = segment_windows(5 * FRAMES_PER_SECOND, 120, 48)
+    assert features.shape == (len(expected), 2 * 2 * WIDTH)
+    assert spans[0] == (0.0, 2.4) and spans[1] == (0.96, 3.36) and spans[-1][1] == 5.0
