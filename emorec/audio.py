@@ -1,18 +1,21 @@
-"""Speech input: decode any WAV to 16 kHz mono and cut it into YAMNet frames."""
+"""Speech input: decode any audio file to 16 kHz mono and cut it into YAMNet frames."""
 
 import io
 import os
 
 import numpy as np
 import soundfile
-import soxr
 
+from . import media
 from .errors import InputError
 
 SAMPLE_RATE = 16000
 FRAME_SAMPLES = 15600  # 0.975 s, YAMNet's input window
 HOP_SAMPLES = 7680  # 0.48 s
 MAX_SECONDS = float(os.environ.get("EMOREC_MAX_AUDIO_SECONDS", 600))
+BLOCK_FRAMES = 1 << 16  # libsndfile reads this many frames at a time
+# The first bytes of the files libsndfile reads (WAV, RF64, Wave64, AIFF, FLAC); FFmpeg reads the rest.
+LIBSNDFILE_SIGNATURES = {b"RIFF", b"RIFX", b"RF64", b"BW64", b"riff", b"FORM", b"fLaC"}
 
 
 def _describe(source):
@@ -20,38 +23,44 @@ def _describe(source):
 
 
 def load_audio(source, max_seconds=MAX_SECONDS):
-    """Decode a path or bytes to a float32 mono waveform at 16 kHz in [-1, 1]."""
+    """Decode a path or bytes to a float32 mono waveform at 16 kHz in [-1, 1].
+
+    libsndfile reads WAV, AIFF and FLAC (many times faster than FFmpeg on a short WAV); FFmpeg
+    (emorec.media) reads the rest: MP3, M4A/AAC, Ogg and WebM (Opus, Vorbis), the audio track of
+    MP4, MOV, MKV and AVI. A file with no audio stream raises media.NoAudioTrack, an InputError.
+    """
     name = _describe(source)
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise InputError(f"{name}: file is empty")
-        handle = io.BytesIO(source)
+        handle, signature = io.BytesIO(source), bytes(source[:4])
     else:
         if not os.path.isfile(source):
             raise InputError(f"{name}: no such file")
         if os.path.getsize(source) == 0:
             raise InputError(f"{name}: file is empty")
-        handle = source
-    try:
-        with soundfile.SoundFile(handle) as sound:
-            if sound.frames > max_seconds * sound.samplerate:
-                raise InputError(f"{name}: audio is {sound.frames / sound.samplerate:.0f} s long, "
-                                 f"over the {max_seconds:.0f} s limit")
-            samples = sound.read(dtype="float32", always_2d=True)
-            rate = sound.samplerate
-    except InputError:
-        raise
-    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
-        detail = getattr(error, "error_string", None) or str(error)  # libsndfile's words, without the stream's repr
-        raise InputError(f"{name}: not a readable audio file ({detail})") from None
-    if samples.shape[0] == 0:
-        raise InputError(f"{name}: audio holds no samples")
-    mono = samples.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
-        if len(mono) == 0:
-            raise InputError(f"{name}: audio is too short ({samples.shape[0]} samples at {rate} Hz)")
-    return np.clip(np.nan_to_num(mono), -1.0, 1.0).astype(np.float32)
+        with open(source, "rb") as file:
+            handle, signature = source, file.read(4)
+    chunks = None
+    if signature in LIBSNDFILE_SIGNATURES:
+        try:
+            chunks = _libsndfile_chunks(soundfile.SoundFile(handle), name, max_seconds)
+        except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError):
+            pass  # a header libsndfile refuses (a codec it lacks, a field it rejects): FFmpeg's turn
+    return media.mono_waveform(chunks or media.audio_chunks(source, name, max_seconds), SAMPLE_RATE, name,
+                               max_seconds)
+
+
+def _libsndfile_chunks(sound, name, max_seconds):
+    """Yield (float32 [samples, channels], rate) blocks of an open SoundFile, its length checked first."""
+    with sound:
+        media.check_duration(sound.frames / sound.samplerate, max_seconds, name)
+        try:
+            while len(block := sound.read(BLOCK_FRAMES, dtype="float32", always_2d=True)):
+                yield block, sound.samplerate
+        except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
+            detail = getattr(error, "error_string", None) or str(error)  # libsndfile's words, without the stream's repr
+            raise InputError(f"{name}: not a readable audio file ({detail})") from None
 
 
 def speech_frames(waveform):

@@ -10,8 +10,10 @@ import struct
 import subprocess
 import sys
 import zlib
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import soundfile
@@ -53,6 +55,44 @@ def tone(seconds=1.0, rate=16000, frequency=440.0, amplitude=0.3, channels=1):
     t = np.arange(int(round(seconds * rate))) / rate
     wave = amplitude * np.sin(2 * np.pi * frequency * t)
     return np.repeat(wave[:, None], channels, axis=1) if channels > 1 else wave
+
+
+def chirp(seconds=2.0, rate=16000, low=200.0, high=3000.0, amplitude=0.5):
+    """A linear sweep from `low` to `high` Hz: a sound whose alignment is unambiguous."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (amplitude * np.sin(2 * np.pi * (low * t + (high - low) * t ** 2 / (2 * seconds)))).astype(np.float32)
+
+
+def media_bytes(format, audio=None, rate=16000, audio_codec="aac", frames=None, fps=10, times=None,
+                video_codec="libx264", rotation=None):
+    """A media file written with PyAV: `audio` ([n] or [n, channels] floats at `rate`) and/or video
+    `frames` (RGB uint8 arrays) at `fps`, or at `times` (seconds each: a variable frame rate),
+    with an optional display rotation (degrees counter-clockwise)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=format) as output:  # every stream is added before the first packet
+        if frames is not None:
+            video = output.add_stream(video_codec, rate=fps)
+            video.height, video.width = frames[0].shape[:2]
+            video.pix_fmt = "yuv420p"
+            video.codec_context.time_base = Fraction(1, 1000)
+            if rotation:
+                video.set_display_rotation(rotation)
+        if audio is not None:
+            planes = np.atleast_2d(np.asarray(audio, dtype=np.float32).T)
+            layout = {1: "mono", 2: "stereo"}[len(planes)]
+            sound = output.add_stream(audio_codec, rate=rate, layout=layout)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes), format="fltp", layout=layout)
+            frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
+            output.mux(sound.encode(frame))
+            output.mux(sound.encode(None))
+        for index, picture in enumerate(frames or []):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = round(1000 * (times[index] if times is not None else index / fps))
+            frame.time_base = Fraction(1, 1000)
+            output.mux(video.encode(frame))
+        if frames is not None:
+            output.mux(video.encode(None))
+    return buffer.getvalue()
 
 
 def image_bytes(array_or_image, format="PNG", **options):

@@ -24,6 +24,7 @@ OK = None  # expected outcome: a well-formed result
 RNG_BYTES = np.random.default_rng(1234).integers(0, 256, 4096, dtype=np.uint8).tobytes()
 UNREADABLE_IMAGE = "not a readable image"
 UNREADABLE_AUDIO = "not a readable audio file"
+CORRUPT_AUDIO = "audio data is corrupt"
 
 
 def png():
@@ -124,8 +125,8 @@ CASES = [
     ("audio-is-jpeg", "audio", "photo.flac", jpeg(), UNREADABLE_AUDIO),
     ("audio-is-text", "audio", "notes.wav", b"Just some text.\n" * 20, UNREADABLE_AUDIO),
     ("audio-rate-zero", "audio", "rate0.wav", wav_with(24, "<I", 0), UNREADABLE_AUDIO),
-    ("audio-no-channels", "audio", "mono0.wav", wav_with(22, "<H", 0), UNREADABLE_AUDIO),
-    ("audio-unknown-codec", "audio", "codec.wav", wav_with(20, "<H", 0x55), UNREADABLE_AUDIO),
+    ("audio-no-channels", "audio", "mono0.wav", wav_with(22, "<H", 0), CORRUPT_AUDIO),
+    ("audio-unknown-codec", "audio", "codec.wav", wav_with(20, "<H", 0x55), CORRUPT_AUDIO),  # MP3 in WAV, PCM data
     ("audio-rate-1hz", "audio", "slow.wav", wav_with(24, "<I", 1), "over the 600 s limit"),
     ("audio-too-short-after-resampling", "audio", "blip.wav", wav_bytes(np.full(10, 0.5), 1_000_000),
      "audio is too short"),
