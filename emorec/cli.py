@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import fusion
 from .errors import InputError
-from .speech_features import FRONT_ENDS, NORMALISATIONS
+from .speech_features import CHANNELS, FRONT_ENDS, NORMALISATIONS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
@@ -183,8 +183,8 @@ def _evaluate_speech(args, evaluation):
     models_dir = Path(args.models) if args.models else MODELS_DIR
     folder = Path(args.model) if args.model else models_dir / "speech"
     report = evaluation.evaluate_speech(folder, args.data or _missing("--data"), args.split or "test",
-                                        args.cache, models_dir)
-    name = f"{'+'.join(report['corpora'])}-{report['split']}"
+                                        args.cache, models_dir, args.channel)
+    name = "-".join(["+".join(report["corpora"]), report["split"], *([args.channel] if args.channel else [])])
     path = evaluation.write_report(report, Path(args.out) if args.out else folder, f"metrics-{name}",
                                    f"speech, {name}")
     shared = report["shared_classes"]
@@ -325,6 +325,8 @@ def parser():
                                              "all"),
                          help="default: private-test (face), test (speech: RAVDESS actors 21-24, nEMO KD0, WR0)")
     command.add_argument("--model", help="speech: a trained head's folder (default: the bundled speech model)")
+    command.add_argument("--channel", choices=CHANNELS, help="speech: every clip through this codec or the "
+                         "telephone band first")
     command.add_argument("--cross-validate", action="store_true",
                          help="speech: compare the recipes by 6-fold actor cross-validation (trains; minutes)")
     command.add_argument("--cache", default=".cache/embeddings", help="speech feature cache (per front end)")

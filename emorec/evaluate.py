@@ -101,17 +101,18 @@ def shared_class_scores(targets, logits, shared):
             "balanced_accuracy_unrestricted": balanced_accuracy(targets[keep], unrestricted)}
 
 
-def evaluate_speech(folder, data, split, cache, models_dir=None):
+def evaluate_speech(folder, data, split, cache, models_dir=None, channel=None):
     """A speech head (`folder`: model.tflite and model.json) on a speaker split of a corpus folder.
 
     The features come from the front end the card names, through the serving decoder (cached per
     clip), standardised per speaker or corpus when the head was trained so. Besides the metrics over
     every label as served, it reports balanced accuracy, and the scores on the classes that the
     corpus has and the head was trained on, predictions restricted to those (`shared_class_scores`).
+    `channel` sends every clip through a codec round trip or the telephone band first (`CHANNELS`).
     """
     from . import datasets
     from .models import MODELS_DIR, Classifier
-    from .speech_features import decoded, front_end, normalise, speech_features
+    from .speech_features import Transmitted, decoded, front_end, normalise, speech_features
 
     if not (Path(folder) / "model.json").is_file():
         raise InputError(f"{folder}: no speech model (model.json and model.tflite) there")
@@ -121,6 +122,8 @@ def evaluate_speech(folder, data, split, cache, models_dir=None):
         raise InputError(f"{data}: no clips of {split} speakers (RAVDESS and nEMO have speaker splits; "
                          "other corpora: --split all)")
     extractor = front_end(model.card.get("front_end", "yamnet"), models_dir or MODELS_DIR, model.card)
+    if channel:
+        extractor = Transmitted(extractor, channel)
     normalisation = model.card.get("feature_normalisation", "none")
     decodable, (features,) = decoded(clips, speech_features([clip.path for clip in clips], extractor, cache))
     left_out = sorted({clip.path for clip in clips} - {clip.path for clip in decodable})
@@ -132,6 +135,7 @@ def evaluate_speech(folder, data, split, cache, models_dir=None):
     shared = [index for index, label in enumerate(model.labels) if label in trained and index in targets]
     return {"model": "speech", "model_folder": str(folder), "front_end": extractor.name,
             "feature_normalisation": normalisation, "data": str(data), "split": split,
+            "channel": channel or "as stored",
             "corpora": sorted({clip.corpus for clip in clips}),
             "speakers": sorted({str(clip.speaker) for clip in clips}), "undecodable_left_out": left_out,
             **metrics(targets, logits.argmax(axis=1), model.labels),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import media
 from .audio import SAMPLE_RATE, load_audio, speech_frames
 from .errors import InputError
 from .models import MODELS_DIR, YAMNet, clip_features
@@ -35,16 +36,62 @@ class YAMNetFeatures:
         return clip_features(self.yamnet(speech_frames(waveform))[0])
 
 
-FRONT_ENDS = {"yamnet": lambda models_dir, card: YAMNetFeatures(models_dir / "yamnet" / "yamnet.tflite",
-                                                                  card.get("yamnet_layers", SPEECH_LAYERS))}
+class WhisperFeatures:
+    """Mean and std over time of Whisper base encoder layers (`emorec.speech_encoder`; all 8 layers:
+    8192 numbers), the encoder run on the clip's real length."""
+
+    name = "whisper-base"
+
+    def __init__(self, path=MODELS_DIR / "whisper" / "encoder.tflite", layers=None, threads=1):
+        from .speech_encoder import LAYERS, WhisperEncoder
+
+        self.encoder = WhisperEncoder(path, threads)
+        self.layers = list(range(LAYERS)) if layers is None else list(layers)
+        self.key = f"whisper-base:{os.path.getsize(path)}:{self.layers}"  # the file size tells fp16 from fp32
+        self.card = {"front_end": self.name, "input": "mean and std over time of Whisper base encoder layers",
+                     "whisper_layers": self.layers}
+
+    def __call__(self, waveform):
+        return self.encoder.clip_features(waveform, self.layers)
 
 
-def front_end(name, models_dir=MODELS_DIR, card=None):
+FRONT_ENDS = {
+    "yamnet": lambda models_dir, card, threads: YAMNetFeatures(models_dir / "yamnet" / "yamnet.tflite",
+                                                               card.get("yamnet_layers", SPEECH_LAYERS)),
+    "whisper-base": lambda models_dir, card, threads: WhisperFeatures(models_dir / "whisper" / "encoder.tflite",
+                                                                      card.get("whisper_layers"), threads),
+}
+
+
+def front_end(name, models_dir=MODELS_DIR, card=None, threads=1):
     """The named front end with the settings of a model card (a card without "front_end" is YAMNet's)."""
-    card = card or {}
     if name not in FRONT_ENDS:
         raise ValueError(f"unknown speech front end {name!r}; choose from {', '.join(FRONT_ENDS)}")
-    return FRONT_ENDS[name](Path(models_dir), card)
+    return FRONT_ENDS[name](Path(models_dir), card or {}, threads)
+
+
+# Channels a clip can go through before the front end (`Transmitted`): 16 kHz waveform in and out.
+CHANNELS = {
+    "mp3-32k": lambda waveform: media.codec_round_trip(waveform, SAMPLE_RATE, "mp3", 32000),
+    "aac-32k": lambda waveform: media.codec_round_trip(waveform, SAMPLE_RATE, "aac", 32000),
+    "opus-24k": lambda waveform: media.codec_round_trip(waveform, SAMPLE_RATE, "opus", 24000),
+    "telephone": lambda waveform: media.telephone_band(waveform, SAMPLE_RATE),
+}
+
+
+class Transmitted:
+    """A front end that hears each clip after a codec round trip or the telephone band (`CHANNELS`),
+    cached apart from the clean features."""
+
+    def __init__(self, extractor, channel):
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}; choose from {', '.join(CHANNELS)}")
+        self.extractor, self.channel = extractor, channel
+        self.name, self.card = extractor.name, extractor.card
+        self.key = f"{extractor.key}|{channel}"
+
+    def __call__(self, waveform):
+        return self.extractor(CHANNELS[self.channel](waveform))
 
 
 def augment_waveform(waveform, rng):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from emorec.datasets import Clip
-from emorec.speech_features import decoded, front_end, normalise, speech_features
+from emorec.audio import load_audio
+from emorec.speech_features import Transmitted, decoded, front_end, normalise, speech_features
 
 from conftest import tone, wav_bytes, write
 
@@ -34,6 +35,7 @@ class Loudness:
     """A toy front end: the clip's RMS and length."""
 
     name = key = "loudness"
+    card = {"front_end": "loudness"}
 
     def __call__(self, waveform):
         return np.array([np.sqrt(np.mean(waveform ** 2)), len(waveform)], np.float32)
@@ -57,3 +59,32 @@ def test_undecodable_clips_are_left_out_and_tried_again(tmp_path):
 def test_unknown_front_end():
     with pytest.raises(ValueError, match="unknown speech front end 'wav2vec'"):
         front_end("wav2vec")
+
+
+def test_transmitted_clips_are_cached_apart_from_clean_ones(tmp_path):
+    clip = write(tmp_path, "a.wav", wav_bytes(tone(1.0, frequency=150)))  # below the telephone band
+    (clean,) = speech_features([clip], Loudness(), tmp_path / "cache")
+    telephone = Transmitted(Loudness(), "telephone")
+    assert telephone.key == "loudness|telephone" and telephone.name == "loudness"
+    (heard,) = speech_features([clip], telephone, tmp_path / "cache")
+    assert heard[0][1] == clean[0][1] == 16000 and heard[0][0] < clean[0][0] / 2  # same length, band-limited
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    with pytest.raises(ValueError, match="unknown channel 'gsm'"):
+        Transmitted(Loudness(), "gsm")
+
+
+def test_whisper_front_end_is_the_encoders_clip_features(tmp_path):
+    from emorec.models import MODELS_DIR
+    from emorec.speech_encoder import WhisperEncoder
+
+    path = MODELS_DIR / "whisper" / "encoder.tflite"
+    if not path.exists():
+        pytest.skip(f"{path} is not available")
+    extractor = front_end("whisper-base", card={"whisper_layers": [1, 6]})
+    assert extractor.card == {"front_end": "whisper-base", "whisper_layers": [1, 6],
+                              "input": "mean and std over time of Whisper base encoder layers"}
+    clip = write(tmp_path, "a.wav", wav_bytes(tone(0.7, frequency=220)))
+    (features,) = speech_features([clip], extractor, tmp_path / "cache")
+    assert features.shape == (1, 2 * 1024)
+    np.testing.assert_array_equal(features[0], WhisperEncoder(path).clip_features(load_audio(clip), [1, 6]))
+    assert front_end("whisper-base").key != extractor.key  # all 8 layers: cached apart
