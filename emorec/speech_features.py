@@ -16,6 +16,7 @@ from . import media
 from .audio import SAMPLE_RATE, load_audio, speech_frames
 from .errors import InputError
 from .models import MODELS_DIR, YAMNet, clip_features
+from .speech_encoder import LAYERS as WHISPER_LAYERS, WhisperEncoder
 
 SPEECH_LAYERS = (6, 7, 8, 9, 10)  # YAMNet layers whose features the speech head reads (see the model card)
 
@@ -25,8 +26,8 @@ class YAMNetFeatures:
 
     name = "yamnet"
 
-    def __init__(self, path=MODELS_DIR / "yamnet" / "yamnet.tflite", layers=SPEECH_LAYERS):
-        self.yamnet = YAMNet(path, layers)
+    def __init__(self, path=MODELS_DIR / "yamnet" / "yamnet.tflite", layers=SPEECH_LAYERS, threads=1):
+        self.yamnet = YAMNet(path, layers, threads)
         self.layers = tuple(layers)
         self.key = f"yamnet{list(self.layers)}"
         self.card = {"front_end": self.name, "input": "mean and std over frames of YAMNet layer features",
@@ -43,10 +44,8 @@ class WhisperFeatures:
     name = "whisper-base"
 
     def __init__(self, path=MODELS_DIR / "whisper" / "encoder.tflite", layers=None, threads=1):
-        from .speech_encoder import LAYERS, WhisperEncoder
-
         self.encoder = WhisperEncoder(path, threads)
-        self.layers = list(range(LAYERS)) if layers is None else list(layers)
+        self.layers = list(range(WHISPER_LAYERS)) if layers is None else list(layers)
         self.key = f"whisper-base:{os.path.getsize(path)}:{self.layers}"  # the file size tells fp16 from fp32
         self.card = {"front_end": self.name, "input": "mean and std over time of Whisper base encoder layers",
                      "whisper_layers": self.layers}
@@ -55,11 +54,12 @@ class WhisperFeatures:
         return self.encoder.clip_features(waveform, self.layers)
 
 
+# Each front end from a models folder, a model card's settings and a thread count.
 FRONT_ENDS = {
-    "yamnet": lambda models_dir, card, threads: YAMNetFeatures(models_dir / "yamnet" / "yamnet.tflite",
-                                                               card.get("yamnet_layers", SPEECH_LAYERS)),
-    "whisper-base": lambda models_dir, card, threads: WhisperFeatures(models_dir / "whisper" / "encoder.tflite",
-                                                                      card.get("whisper_layers"), threads),
+    "yamnet": lambda folder, card, threads: YAMNetFeatures(folder / "yamnet" / "yamnet.tflite",
+                                                           card.get("yamnet_layers", SPEECH_LAYERS), threads),
+    "whisper-base": lambda folder, card, threads: WhisperFeatures(folder / "whisper" / "encoder.tflite",
+                                                                  card.get("whisper_layers"), threads),
 }
 
 
