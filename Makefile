@@ -6,6 +6,7 @@ VENV := .venv
 SHARED ?= ../shared
 FER := $(SHARED)/data/fer2013
 RAVDESS := $(SHARED)/data/ravdess_speech_16k
+NEMO := $(SHARED)/data/nemo_pl
 CLIP := $(RAVDESS)/Actor_21/03-01-03-02-01-01-21.wav
 EMOREC := $(VENV)/bin/emorec
 
@@ -25,13 +26,14 @@ test: $(VENV)/bin/python
 	$(VENV)/bin/python -m pytest -q
 
 # Temperatures and fusion rule (validation), then the reports written next to each model:
-# faces on PublicTest and PrivateTest, speech on actors 17-20 and 21-24, fusion on the
+# faces on PublicTest and PrivateTest, speech on actors 17-20 and 21-24 and nEMO's test speakers, fusion on the
 # validation and test pseudo-pairs (with the certainty exponents compared).
 reports: $(VENV)/bin/python
 	$(VENV)/bin/pip install -q -e '.[train]'
 	$(EMOREC) calibrate --faces $(FER) --speech $(RAVDESS)
 	for split in public-test private-test; do $(EMOREC) evaluate face --data $(FER) --split $$split || exit 1; done
 	for split in validation test; do $(EMOREC) evaluate speech --data $(RAVDESS) --split $$split || exit 1; done
+	$(EMOREC) evaluate speech --data $(NEMO) --split test
 	for pairs in models/fusion/pairs-validation-x10.csv models/fusion/pairs-test.csv; do \
 		$(EMOREC) evaluate fusion --pairs $$pairs --crops --robustness || exit 1; done
 

@@ -142,7 +142,7 @@ def tune(predictor, faces, speech, per_clip=10, seed=0):
     speech_targets = np.array([clip[1] for clip in clips])
     outputs = {"face": predictor.classify_faces(face_images),
                "speech": np.array([list(predictor.predict_speech(path)["probabilities"].values())
-                                   for path, _, _ in clips])}
+                                   for path, *_ in clips])}
     result = {}
     for name, targets, model in (("face", face_targets, predictor.face_model),
                                  ("speech", speech_targets, predictor.speech_model)):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import fusion, scoring
 from .errors import InputError
+from .speech_features import CHANNELS, FRONT_ENDS, NORMALISATIONS
 
 def _predictor(args):
     from .predictor import Predictor
@@ -78,23 +79,29 @@ def train(args):
         from . import datasets
         if args.modality != "face":
             raise InputError("--pack packs FER2013 faces: use it with `train face`")
-        size = datasets.pack_fer2013(args.data, args.out)
+        size = datasets.pack_fer2013(args.data[0], args.out)
         return print(f"FER2013 Training and PublicTest packed -> {args.out} ({size / 2**20:.1f} MiB)")
     from . import train as training
     if args.modality == "face":
-        training.train_face(args.data, args.out, args.epochs or 30, args.batch_size or 64,
+        if len(args.data) > 1:
+            raise InputError("the face CNN trains on one FER2013 --data")
+        training.train_face(args.data[0], args.out, args.epochs or 30, args.batch_size or 64,
                             args.learning_rate or 2e-3, args.width, args.labels, args.seed, args.resume,
                             args.limit, args.augment, args.workers, args.time_limit)
     else:
-        from .models import MODELS_DIR
-        training.train_speech(args.data, args.out, args.yamnet or MODELS_DIR / "yamnet" / "yamnet.tflite",
-                              args.cache, args.epochs or 150, args.batch_size or 64,
-                              args.learning_rate or 1e-3, args.variants, args.labels, args.seed, args.resume)
+        from . import speech_features
+        extractor = (speech_features.YAMNetFeatures(args.yamnet) if args.yamnet and args.front_end == "yamnet"
+                     else speech_features.front_end(args.front_end, args.models or speech_features.MODELS_DIR))
+        training.train_speech(args.data, args.out, extractor, args.cache, args.epochs or 150,
+                              args.batch_size or 64, args.learning_rate or 1e-3, args.variants, args.labels,
+                              args.seed, args.resume, args.normalise)
     print(f"model written to {args.out}")
 
 
 def evaluate(args):
     from . import evaluate as evaluation
+    if args.modality == "speech" and not args.cross_validate:
+        return _evaluate_speech(args, evaluation)
     predictor = _predictor(args)
     folder = Path(args.out) if args.out else Path(predictor.models_dir) / args.modality
     if args.modality == "speech" and args.cross_validate:
@@ -102,15 +109,31 @@ def evaluate(args):
     if args.modality == "fusion":
         report, name = _evaluate_fusion(args, predictor, evaluation)
     else:
-        data = args.data or _missing("--data")
-        if args.modality == "face":
-            report = evaluation.evaluate_face(predictor, data, args.split or "private-test")
-        else:
-            report = evaluation.evaluate_speech(predictor, data, args.split or "test")
+        report = evaluation.evaluate_face(predictor, args.data or _missing("--data"),
+                                          args.split or "private-test")
         name = f"metrics-{report['split']}"
     path = evaluation.write_report(report, folder, name, f"{args.modality}, {report['split']}")
     print(f"{args.modality} on {report['split']}: accuracy {report['accuracy']:.2%}, "
           f"macro-F1 {report['macro_f1']:.3f} over {report['samples']} samples -> {path}")
+
+
+def _evaluate_speech(args, evaluation):
+    """A speech head on a corpus split: metrics-<corpus>-<split>.json and .png beside the head."""
+    from .models import MODELS_DIR
+    models_dir = Path(args.models) if args.models else MODELS_DIR
+    folder = Path(args.model) if args.model else models_dir / "speech"
+    report = evaluation.evaluate_speech(folder, args.data or _missing("--data"), args.split or "test",
+                                        args.cache, models_dir, args.channel)
+    name = "-".join(["+".join(report["corpora"]), report["split"], *([args.channel] if args.channel else [])])
+    path = evaluation.write_report(report, Path(args.out) if args.out else folder, f"metrics-{name}",
+                                   f"speech, {name}")
+    shared = report["shared_classes"]
+    print(f"speech on {name}: accuracy {report['accuracy']:.2%}, balanced accuracy "
+          f"{report['balanced_accuracy']:.2%}, macro-F1 {report['macro_f1']:.3f} over {report['samples']} clips; "
+          f"on the {len(shared['labels'])} shared classes (predictions restricted to them) balanced accuracy "
+          f"{shared['balanced_accuracy']:.2%} over {shared['samples']} clips"
+          + (f" ({len(report['undecodable_left_out'])} undecodable clips left out)"
+             if report["undecodable_left_out"] else "") + f" -> {path}")
 
 
 def _evaluate_fusion(args, predictor, evaluation):
@@ -223,8 +246,9 @@ def parser():
 
     command = commands.add_parser("train", help="train the face CNN or the speech head")
     command.add_argument("modality", choices=("face", "speech"))
-    command.add_argument("--data", required=True,
-                         help="FER2013 folder, csv or .npz pack / speech corpus folder")
+    command.add_argument("--data", required=True, nargs="+", action="extend",
+                         help="FER2013 folder, csv or .npz pack / speech corpus folders (RAVDESS, nEMO: "
+                         "train speakers)")
     command.add_argument("--out", required=True, help="run folder: checkpoints and the exported model "
                          "(with --pack: the .npz to write)")
     command.add_argument("--epochs", type=int)
@@ -241,19 +265,28 @@ def parser():
     command.add_argument("--time-limit", type=float, help="seconds: stop after the last epoch that fits")
     command.add_argument("--pack", action="store_true",
                          help="face: write FER2013 Training and PublicTest from --data into one .npz at --out")
+    command.add_argument("--front-end", default="yamnet", choices=sorted(FRONT_ENDS),
+                         help="speech feature front end")
     command.add_argument("--yamnet", help="YAMNet .tflite (speech; default: the bundled one)")
-    command.add_argument("--cache", default=".cache/embeddings", help="embedding cache (speech)")
+    command.add_argument("--cache", default=".cache/embeddings", help="speech feature cache (per front end)")
     command.add_argument("--variants", type=int, default=4, help="augmented copies per clip (speech)")
+    command.add_argument("--normalise", default="none", choices=NORMALISATIONS,
+                         help="speech: standardise features per speaker or per corpus (a head for batches of "
+                         "clips, not for single clips)")
     command.set_defaults(run=train)
 
     command = commands.add_parser("evaluate", help="metrics JSON and confusion matrix of a model")
     command.add_argument("modality", choices=("face", "speech", "fusion"))
-    command.add_argument("--data", help="FER2013 folder or csv / RAVDESS folder (face, speech)")
-    command.add_argument("--split", choices=("train", "public-test", "private-test", "validation", "test"),
-                         help="default: private-test (face), test = actors 21-24 (speech)")
+    command.add_argument("--data", help="FER2013 folder or csv / speech corpus folder (RAVDESS, nEMO)")
+    command.add_argument("--split", choices=("train", "public-test", "private-test", "validation", "test",
+                                             "all"),
+                         help="default: private-test (face), test (speech: RAVDESS actors 21-24, nEMO KD0, WR0)")
+    command.add_argument("--model", help="speech: a trained head's folder (default: the bundled speech model)")
+    command.add_argument("--channel", choices=CHANNELS, help="speech: every clip through this codec or the "
+                         "telephone band first")
     command.add_argument("--cross-validate", action="store_true",
                          help="speech: compare the recipes by 6-fold actor cross-validation (trains; minutes)")
-    command.add_argument("--cache", default=".cache/embeddings", help="YAMNet feature cache (--cross-validate)")
+    command.add_argument("--cache", default=".cache/embeddings", help="speech feature cache (per front end)")
     command.add_argument("--pairs", help="fusion: a pseudo-pair manifest from `emorec pairs`")
     command.add_argument("--crops", action="store_true", help="fusion: the manifest's images are face crops")
     command.add_argument("--weights", help="fusion weights, e.g. face=0.6,speech=0.4 (default: the tuned ones)")

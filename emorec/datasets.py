@@ -1,8 +1,9 @@
-"""Dataset adapters: FER2013 (Kaggle folders or csv) and speech corpora by file-name convention."""
+"""Dataset adapters: FER2013 (Kaggle folders or csv), speech corpora by file-name convention, and nEMO."""
 
 import csv
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -11,7 +12,6 @@ from . import labels as label_maps
 from .errors import InputError
 
 FACE_SPLITS = {"train": "Training", "public-test": "PublicTest", "private-test": "PrivateTest"}
-SPEECH_SPLITS = {"train": range(1, 17), "validation": range(17, 21), "test": range(21, 25)}
 
 
 def fer2013(path, split, labels=label_maps.LABELS):
@@ -98,7 +98,7 @@ def _fer2013_pack(path, usage):
         yield cv2.imdecode(data[start:end], cv2.IMREAD_GRAYSCALE), str(arrays["labels"][target]), str(name)
 
 
-# Each corpus: a file-name pattern, and how its match gives (label, speaker).
+# Each corpus named by its files: a file-name pattern, and how its match gives (label, speaker).
 SPEECH_CORPORA = {
     "ravdess": (re.compile(r"^\d\d-\d\d-(\d\d)-\d\d-\d\d-\d\d-(\d\d)\.wav$", re.I),
                 lambda m: (label_maps.RAVDESS.get(m[1]), int(m[2]))),
@@ -109,6 +109,25 @@ SPEECH_CORPORA = {
     "emodb": (re.compile(r"^(\d\d)[a-z]\d\d([A-Z])[a-z]?\.wav$"),
               lambda m: (label_maps.EMODB.get(m[2]), int(m[1]))),
 }
+
+# Speaker-independent splits per corpus. RAVDESS: actors 1-16 / 17-20 / 21-24 (odd male, even female).
+# nEMO (4 female, 5 male speakers), fixed before any model was scored on it: the two speakers
+# without every emotion in full (MK0 has no "surprised", MP0 has 256 clips, 17 of them fear) train;
+# of the seven complete ones, in alphabetical order per gender, the last is test, the one before
+# validation, the rest train. Train 2 female + 3 male (2323 clips), validation IC0 (f) + TP0 (m)
+# (1079), test KD0 (f) + WR0 (m) (1079).
+SPEECH_SPLITS = {"train": range(1, 17), "validation": range(17, 21), "test": range(21, 25)}
+NEMO_SPLITS = {"train": ("EB0", "MK0", "KS0", "MP0", "SM0"), "validation": ("IC0", "TP0"),
+               "test": ("KD0", "WR0")}
+SPEAKER_SPLITS = {"ravdess": SPEECH_SPLITS, "nemo": NEMO_SPLITS}
+
+
+class Clip(NamedTuple):
+    """A labelled speech clip: file, label index, speaker (unique within its corpus), corpus name."""
+    path: str
+    label: int
+    speaker: object
+    corpus: str
 
 
 def parse_speech_name(name):
@@ -124,19 +143,65 @@ def parse_speech_name(name):
 
 
 def speech_clips(root, labels=label_maps.LABELS):
-    """(path, label index, speaker) of every labelled clip under `root`, sorted by path."""
+    """Every labelled clip under `root`, sorted by path.
+
+    A folder with `data.tsv` and `samples/` is nEMO; any other folder is searched for WAV files
+    named like RAVDESS, CREMA-D, TESS or EmoDB clips.
+    """
+    root = Path(root)
+    if (root / "data.tsv").is_file():
+        return nemo_clips(root, labels)
     clips = []
-    for path in sorted(Path(root).rglob("*.wav")):
+    for path in sorted(root.rglob("*.wav")):
         parsed = parse_speech_name(path.name)
         if parsed and parsed[1] in labels:
-            clips.append((str(path), labels.index(parsed[1]), parsed[2]))
+            clips.append(Clip(str(path), labels.index(parsed[1]), parsed[2], parsed[0]))
     if not clips:
-        raise InputError(f"{root}: no labelled RAVDESS, CREMA-D, TESS or EmoDB clips found")
+        raise InputError(f"{root}: no nEMO data.tsv and no labelled RAVDESS, CREMA-D, TESS or EmoDB "
+                         "clips found")
     return clips
 
 
+def nemo_clips(root, labels=label_maps.LABELS):
+    """The clips of nEMO's layout: `data.tsv` (file_id, emotion, speaker_id, ...) and `samples/<file_id>`."""
+    root = Path(root)
+    try:
+        with open(root / "data.tsv", newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"{root / 'data.tsv'}: cannot read it ({error})") from None
+    if not rows or not {"file_id", "emotion", "speaker_id"} <= set(rows[0]):
+        raise InputError(f"{root / 'data.tsv'}: nEMO's data.tsv needs the columns file_id, emotion, "
+                         "speaker_id")
+    clips, missing = [], []
+    for row in rows:
+        label = label_maps.NEMO.get(row["emotion"].strip())
+        path = root / "samples" / row["file_id"].strip()
+        if label in labels:
+            clips.append(Clip(str(path), labels.index(label), row["speaker_id"].strip(), "nemo"))
+            if not path.is_file():
+                missing.append(path.name)
+    if missing:
+        raise InputError(f"{root}: {len(missing)} clips listed in data.tsv are not in samples/ "
+                         f"(first: {missing[0]})")
+    if not clips:
+        raise InputError(f"{root / 'data.tsv'}: no clip with a known emotion")
+    return sorted(clips)
+
+
+def speaker_split(clips, split):
+    """The clips whose speaker is in `split` ("train", "validation", "test") of their corpus's
+    speaker-independent split, or every clip for "all". Corpora without a split are left out."""
+    if split == "all":
+        return list(clips)
+    if split not in SPEECH_SPLITS:
+        raise InputError(f"unknown speech split {split!r}; choose from {', '.join(SPEECH_SPLITS)}, all")
+    return [clip for clip in clips
+            if clip.corpus in SPEAKER_SPLITS and clip.speaker in SPEAKER_SPLITS[clip.corpus][split]]
+
+
 def is_ravdess(clip):
-    """Whether a (path, label, speaker) clip is named like a RAVDESS file."""
+    """Whether a (path, label, speaker, ...) clip is named like a RAVDESS file."""
     return parse_speech_name(Path(clip[0]).name)[0] == "ravdess"
 
 

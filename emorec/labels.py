@@ -29,6 +29,20 @@ EMODB = {"W": "angry", "E": "disgust", "A": "fear", "F": "happy", "N": "neutral"
          "T": "sad", "L": None}
 
 
+# nEMO's data.tsv "emotion" column (Polish corpus; it has no disgust).
+NEMO = {"anger": "angry", "fear": "fear", "happiness": "happy", "neutral": "neutral", "sadness": "sad",
+        "surprised": "surprise"}
+
+# Each speech corpus's mapping, by the corpus names the dataset adapters give their clips.
+SPEECH_CORPORA = {"ravdess": RAVDESS, "crema-d": CREMA_D, "tess": TESS, "emodb": EMODB, "nemo": NEMO}
+
+
+def corpus_labels(corpus, labels=LABELS):
+    """The labels of `labels` that a speech corpus has clips of (nEMO: all but disgust)."""
+    present = set(SPEECH_CORPORA[corpus].values())
+    return tuple(label for label in labels if label in present)
+
+
 def preset(name):
     """Labels of a named preset, raising ValueError for an unknown name."""
     try:

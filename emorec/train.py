@@ -8,6 +8,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -18,7 +19,9 @@ import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 from . import datasets, labels as label_sets  # noqa: E402
+from .errors import InputError  # noqa: E402
 from .image import face_input  # noqa: E402
+from .speech_features import SPEECH_LAYERS, YAMNetFeatures, decoded, normalise, speech_features  # noqa: E402
 
 
 def face_network(num_classes, width=32):
@@ -177,23 +180,26 @@ class TimeLimit(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _compiled(model, learning_rate):
-    """The model compiled with the project's one recipe: AdamW, smoothed cross-entropy on logits."""
+def _compiled(model, learning_rate, loss=None):
+    """The model compiled with the project's one recipe: AdamW, smoothed cross-entropy on logits
+    (`loss`, when given, replaces Keras's cross-entropy: the speech head masks absent classes)."""
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=1e-4),
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
-                  metrics=["accuracy"])
+                  loss=loss or keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     return model
 
 
-def _fit(build, train, validation, out, epochs, learning_rate, resume, batch_size=None, time_limit=None):
-    """Compile (or resume) and fit with per-epoch checkpoints; returns the best model on validation.
+def _fit(build, train, validation, out, epochs, learning_rate, resume, batch_size=None, loss=None,
+         callbacks=(), monitor="val_accuracy", time_limit=None):
+    """Compile (or resume) and fit with per-epoch checkpoints; returns the best model on `monitor`.
 
-    `train` is an (inputs, one-hot targets) pair, or a function of the first epoch to run that
-    returns a keras PyDataset; `validation` is an (inputs, one-hot targets) pair. A complete run
-    needs only `best.keras` (and state.json), so the slim checkpoint of a GPU run exports here.
-    `time_limit` (seconds) stops training early, after the last epoch that fits.
+    `train` is an (inputs, one-hot targets[, sample weights]) tuple, or a function of the first epoch
+    to run that returns a keras PyDataset; `validation` is an (inputs, one-hot targets) pair.
+    `callbacks` run before the checkpoint, so the metrics they add to the logs can be monitored.
+    A complete run needs only `best.keras` (and state.json), so the slim checkpoint of a GPU run
+    exports here. `time_limit` (seconds) stops training early, after the last epoch that fits.
     """
-    checkpoint = Checkpoint(Path(out) / "checkpoints")
+    checkpoint = Checkpoint(Path(out) / "checkpoints", monitor)
     state = checkpoint.state()
     if state["epoch"] and not resume:
         raise SystemExit(f"{checkpoint.folder} holds a run: pass --resume, or a new --out")
@@ -207,12 +213,12 @@ def _fit(build, train, validation, out, epochs, learning_rate, resume, batch_siz
             model = keras.models.load_model(checkpoint.folder / "last.keras")
             print(f"resuming at epoch {state['epoch'] + 1} of {epochs}")
         else:
-            model = _compiled(build(), learning_rate)
-        x, y = (train(state["epoch"]), None) if callable(train) else train
-        callbacks = [keras.callbacks.LearningRateScheduler(cosine_schedule(learning_rate, epochs)), checkpoint]
-        model.fit(x, y, batch_size=batch_size, validation_data=validation, epochs=epochs,
-                  initial_epoch=state["epoch"], verbose=2,
-                  callbacks=callbacks + ([TimeLimit(time_limit)] if time_limit else []))
+            model = _compiled(build(), learning_rate, loss)
+        x, y, *weights = (train(state["epoch"]), None) if callable(train) else train
+        model.fit(x, y, sample_weight=weights[0] if weights else None, batch_size=batch_size,
+                  validation_data=validation, epochs=epochs, initial_epoch=state["epoch"], verbose=2,
+                  callbacks=[keras.callbacks.LearningRateScheduler(cosine_schedule(learning_rate, epochs)),
+                             *callbacks, checkpoint, *([TimeLimit(time_limit)] if time_limit else [])])
     return keras.models.load_model(checkpoint.folder / "best.keras")
 
 
@@ -267,51 +273,6 @@ def train_face(data, out, epochs=30, batch_size=64, learning_rate=2e-3, width=32
     return network
 
 
-def augment_waveform(waveform, rng):
-    """A random variant of a clip: speed 0.9-1.1x, gain +-6 dB, shift up to 0.25 s, noise at 5-30 dB SNR."""
-    import soxr
-    from .audio import SAMPLE_RATE
-
-    speed = rng.uniform(0.9, 1.1)
-    waveform = soxr.resample(waveform, SAMPLE_RATE * speed, SAMPLE_RATE).astype(np.float32)
-    waveform = np.roll(np.pad(waveform, (SAMPLE_RATE // 4, 0)), -rng.integers(0, SAMPLE_RATE // 4))
-    waveform = waveform * 10 ** (rng.uniform(-6, 6) / 20)
-    power = np.mean(waveform ** 2) + 1e-12
-    noise = rng.normal(0, np.sqrt(power / 10 ** (rng.uniform(5, 30) / 10)), len(waveform))
-    return np.clip(waveform + noise, -1, 1).astype(np.float32)
-
-
-SPEECH_LAYERS = (6, 7, 8, 9, 10)  # YAMNet layers whose features the speech head reads (see the model card)
-
-
-def speech_features(paths, yamnet, cache, variants=0, seed=0):
-    """Pooled YAMNet features per clip, through the serving preprocessing, cached on disk.
-
-    Returns one [clips, d] array per variant: the clean clips first, then `variants` augmented copies.
-    """
-    import hashlib
-    from tqdm import tqdm
-    from .audio import load_audio, speech_frames
-    from .models import clip_features
-
-    cache = Path(cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    results = [[] for _ in range(variants + 1)]
-    for path in tqdm(paths, desc="YAMNet features", unit="clip"):
-        key = hashlib.sha1(f"{Path(path).resolve()}:{os.path.getmtime(path)}:{yamnet.layers}".encode()).hexdigest()
-        waveform = None
-        for variant in range(variants + 1):
-            file = cache / f"{key}-{seed}-{variant}.npy"
-            if not file.exists():
-                if waveform is None:
-                    waveform = load_audio(path)
-                rng = np.random.default_rng([seed, variant, int(key[:8], 16)])
-                audio = augment_waveform(waveform, rng) if variant else waveform
-                np.save(file, clip_features(yamnet(speech_frames(audio))[0]))
-            results[variant].append(np.load(file))
-    return [np.stack(variant) for variant in results]
-
-
 def speech_head(num_classes, train_features):
     """Standardisation (fitted on the training clips), dropout and a linear layer to logits."""
     standardise = layers.Normalization(name="standardise")
@@ -322,24 +283,105 @@ def speech_head(num_classes, train_features):
     return keras.Model(inputs, logits, name="speech_head")
 
 
-def train_speech(data, out, yamnet_path, cache, epochs=150, batch_size=64, learning_rate=1e-3,
-                 variants=4, label_preset="seven", seed=0, resume=False, yamnet_layers=SPEECH_LAYERS):
-    """Train the speech head on RAVDESS actors 1-16 (choosing on 17-20); export the best epoch."""
-    from .models import YAMNet
+@keras.saving.register_keras_serializable(package="emorec")
+class MaskedCrossEntropy(keras.losses.Loss):
+    """Smoothed cross-entropy on logits over the classes each sample's corpus has.
 
+    `y_true` is one-hot with -1 at the classes the sample's corpus lacks (nEMO has no disgust):
+    those logits are left out of the sample's softmax, so the sample gives them no gradient and no
+    probability mass, and label smoothing spreads over the classes present only. With every class
+    present it equals Keras's CategoricalCrossentropy(from_logits=True, label_smoothing=...).
+    """
+
+    def __init__(self, label_smoothing=0.0, name="masked_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        present = ops.greater_equal(y_true, 0)
+        share = ops.cast(present, y_pred.dtype)
+        target = ((1 - self.label_smoothing) * ops.maximum(ops.cast(y_true, y_pred.dtype), 0)
+                  + self.label_smoothing * share / ops.sum(share, axis=-1, keepdims=True))
+        logits = ops.where(present, y_pred, -1e9)
+        log_probabilities = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
+        return -ops.sum(ops.where(present, target * log_probabilities, 0.0), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def masked_targets(clips, names):
+    """One-hot targets with -1 at the classes a clip's corpus lacks (the input of MaskedCrossEntropy)."""
+    targets = np.zeros((len(clips), len(names)), np.float32)
+    for row, clip in zip(targets, clips):
+        present = label_sets.corpus_labels(clip.corpus, names)
+        row[[index for index, name in enumerate(names) if name not in present]] = -1
+        row[clip.label] = 1
+    return targets
+
+
+def corpus_class_weights(clips):
+    """Sample weights giving every (corpus, class) the same total weight, scaled to mean 1."""
+    cells = [(clip.corpus, clip.label) for clip in clips]
+    counts = Counter(cells)
+    weights = np.array([1 / counts[cell] for cell in cells])
+    return (weights / weights.mean()).astype(np.float32)
+
+
+class CorpusValidation(keras.callbacks.Callback):
+    """Adds each corpus's validation accuracy (val_<corpus>_accuracy) and their mean
+    (val_mean_accuracy) to the epoch's logs, so that a large corpus does not outvote a small one
+    when the best epoch is chosen. `sets` is {corpus: (features, label indices)}."""
+
+    def __init__(self, sets):
+        super().__init__()
+        self.sets = sets
+
+    def on_epoch_end(self, epoch, logs=None):
+        scores = []
+        for corpus, (features, targets) in self.sets.items():
+            predictions = ops.convert_to_numpy(self.model(features, training=False)).argmax(axis=1)
+            scores.append(float((predictions == targets).mean()))
+            logs[f"val_{corpus}_accuracy"] = scores[-1]
+        logs["val_mean_accuracy"] = float(np.mean(scores))
+
+
+def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learning_rate=1e-3, variants=4,
+                 label_preset="seven", seed=0, resume=False, normalisation="none"):
+    """Train the speech head on the training speakers of one or more corpora (`data`: a folder or
+    a list; RAVDESS actors 1-16, nEMO's train speakers), choosing the epoch on the mean accuracy
+    over the corpora's validation speakers; export the best epoch.
+
+    `extractor` is a front end (`emorec.speech_features`); `normalisation` standardises features
+    per speaker or per corpus ("none" for a head that serves single clips). The loss is masked to
+    the classes each clip's corpus has, and every (corpus, class) gets the same total weight.
+    """
     keras.utils.set_random_seed(seed)
     names = label_sets.preset(label_preset)
-    clips = datasets.speech_clips(data, names)
-    train, val = datasets.ravdess_split(clips, "train"), datasets.ravdess_split(clips, "validation")
-    yamnet = YAMNet(yamnet_path, yamnet_layers)
-    x_train = np.concatenate(speech_features([c[0] for c in train], yamnet, cache, variants, seed))
-    y_train = np.concatenate([[c[1] for c in train]] * (variants + 1))
-    (x_val,) = speech_features([c[0] for c in val], yamnet, cache)
-    onehot = np.eye(len(names), dtype=np.float32)
-    network = _fit(lambda: speech_head(len(names), x_train), (x_train, onehot[y_train]),
-                   (x_val, onehot[[c[1] for c in val]]), out, epochs, learning_rate, resume, batch_size)
-    export(network, out, names, input="mean and std over frames of YAMNet layer features",
-           yamnet_layers=list(yamnet_layers), variants=variants, parameters=int(network.count_params()))
+    folders = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    clips = [clip for folder in folders for clip in datasets.speech_clips(folder, names)]
+    train, val = datasets.speaker_split(clips, "train"), datasets.speaker_split(clips, "validation")
+    if not train or not val:
+        raise InputError(f"{', '.join(map(str, folders))}: no clips of a corpus with speaker splits "
+                         "(RAVDESS, nEMO)")
+    train, x_train = decoded(train, speech_features([c.path for c in train], extractor, cache, variants, seed))
+    x_train = np.concatenate(normalise(x_train, train, normalisation))
+    val, x_val = decoded(val, speech_features([c.path for c in val], extractor, cache))
+    (x_val,) = normalise(x_val, val, normalisation)
+    val_corpora = np.array([clip.corpus for clip in val])
+    val_targets = np.array([clip.label for clip in val])
+    by_corpus = {corpus: (x_val[val_corpora == corpus], val_targets[val_corpora == corpus])
+                 for corpus in sorted(set(val_corpora))}
+    network = _fit(lambda: speech_head(len(names), x_train),
+                   (x_train, np.tile(masked_targets(train, names), (variants + 1, 1)),
+                    np.tile(corpus_class_weights(train), variants + 1)),
+                   (x_val, masked_targets(val, names)), out, epochs, learning_rate, resume, batch_size,
+                   loss=MaskedCrossEntropy(label_smoothing=0.1), callbacks=[CorpusValidation(by_corpus)],
+                   monitor="val_mean_accuracy")
+    corpora = sorted({clip.corpus for clip in train})
+    trained = [name for name in names if any(name in label_sets.corpus_labels(c, names) for c in corpora)]
+    export(network, out, names, **extractor.card, corpora=corpora, trained_labels=trained,
+           feature_normalisation=normalisation, variants=variants, parameters=int(network.count_params()))
     return network
 
 
@@ -358,8 +400,6 @@ def speech_cross_validation(data, yamnet_path, cache, folds=6, epochs=150, batch
     canonical split (train 1-16, test 21-24). Every run trains for `epochs` and is scored at
     its last epoch, so nothing is chosen on a held-out actor.
     """
-    from .models import YAMNet
-
     names = label_sets.LABELS
     clips = [clip for clip in datasets.speech_clips(data, names) if datasets.is_ravdess(clip)]
     targets, actors = np.array([c[1] for c in clips]), np.array([c[2] for c in clips])
@@ -370,7 +410,8 @@ def speech_cross_validation(data, yamnet_path, cache, folds=6, epochs=150, batch
     canonical = ("canonical test (actors 21-24, trained on 1-16)", actors >= 21, actors <= 16)
     report = {}
     for name, (yamnet_layers, variants, statistics) in SPEECH_RECIPES.items():
-        features = speech_features([c[0] for c in clips], YAMNet(yamnet_path, yamnet_layers), cache, variants, seed)
+        features = speech_features([c.path for c in clips], YAMNetFeatures(yamnet_path, yamnet_layers), cache,
+                                   variants, seed)
         if statistics == "mean":
             features = [variant[:, :variant.shape[1] // 2] for variant in features]
         scores = {}

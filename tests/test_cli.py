@@ -202,7 +202,12 @@ def test_batch_named_missing_file_is_an_error_row(cli_predictor, capsys, tmp_pat
     (["batch", "--pairs", "{missing}", "--out", "{tmp}/out.jsonl"], "{missing}: cannot read the pairs csv"),
     (["batch", "--pairs", "{wrong_columns}", "--out", "{tmp}/out.jsonl"], "needs columns image,audio"),
     (["batch", "--pairs", "{binary}", "--out", "{tmp}/out.jsonl"], "cannot read the pairs csv"),
-    (["evaluate", "speech", "--data", "{tmp}", "--split", "public-test"], "unknown RAVDESS split 'public-test'"),
+    (["evaluate", "speech", "--data", "{tmp}", "--split", "public-test"], "unknown speech split 'public-test'"),
+    (["evaluate", "speech", "--data", "{tmp}", "--split", "validation"], "{tmp}: no clips of validation speakers"),
+    (["evaluate", "speech", "--data", "{nemo}"], "nEMO's data.tsv needs the columns file_id, emotion, speaker_id"),
+    (["evaluate", "speech", "--data", "{tmp}", "--model", "{tmp}"], "{tmp}: no speech model"),
+    (["evaluate", "speech"], "give --data"),
+    (["train", "face", "--data", "{tmp}", "{tmp}", "--out", "{tmp}/run"], "the face CNN trains on one FER2013 --data"),
     (["evaluate", "face", "--data", "{tmp}", "--split", "validation"], "unknown FER2013 split 'validation'"),
     (["evaluate", "face", "--data", "{missing}"], "no FER2013 folder or csv"),
     (["evaluate", "face"], "give --data"),
@@ -218,7 +223,8 @@ def test_errors_exit_2_with_one_message(cli_predictor, capsys, tmp_path, astrona
              "wrong_columns": write(tmp_path, "wrong.csv", "photo,clip\na.png,b.wav\n"),
              "binary": write(tmp_path, "binary.csv", b"\xff\xfe\x00\x81" * 100),
              "unlabelled": write(tmp_path, "unlabelled.csv", "image,audio\na.png,b.wav\n"),
-             "fer_csv": write(tmp_path, "fer2013.csv", "emotion,pixels,Usage\n")}
+             "fer_csv": write(tmp_path, "fer2013.csv", "emotion,pixels,Usage\n"),
+             "nemo": write(tmp_path, "nemo/data.tsv", "file_id\tlabel\n").parent}
     assert corpus.exists()
     code, out, err = run_main(capsys, *(arg.format(**names) for arg in args))
     assert code == 2

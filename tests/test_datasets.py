@@ -1,15 +1,18 @@
 """Dataset adapters on small generated copies: FER2013 csv and folders, speech corpora by file name."""
 
 import csv
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from emorec import datasets
-from emorec.datasets import fer2013, pair_up, parse_speech_name, pseudo_pairs, ravdess_split, speech_clips
+from emorec.audio import load_audio
+from emorec.datasets import (fer2013, pair_up, parse_speech_name, pseudo_pairs, ravdess_split, speaker_split,
+                             speech_clips)
 from emorec.errors import InputError
-from emorec.labels import FER2013_CSV, LABELS, preset
+from emorec.labels import FER2013_CSV, LABELS, corpus_labels, preset
 
 from conftest import tone, wav_bytes, write
 
@@ -162,7 +165,7 @@ def speech_corpus(tmp_path):
 def test_speech_clips(speech_corpus):
     clips = speech_clips(speech_corpus)
     found = {path.split(str(speech_corpus))[1].lstrip("/"): (LABELS[label], speaker)
-             for path, label, speaker in clips}
+             for path, label, speaker, _ in clips}
     assert found == {
         "crema/1001_DFA_ANG_XX.wav": ("angry", 1001),
         "emodb/03a01Wa.wav": ("angry", 3),
@@ -177,7 +180,7 @@ def test_speech_clips(speech_corpus):
 def test_speech_clips_six_preset(speech_corpus):
     six = preset("six")
     clips = speech_clips(speech_corpus, six)
-    assert "surprise" not in {six[label] for _, label, _ in clips}
+    assert "surprise" not in {six[label] for _, label, *_ in clips}
     assert len(clips) == 5
 
 
@@ -286,3 +289,85 @@ def test_pseudo_pairs_errors(fer_folder, fer_csv, pairing_corpus, tmp_path):
     write(speech, "Actor_19/03-01-03-01-01-01-19.wav", wav_bytes(tone(0.1)))  # happy: no happy PublicTest face
     with pytest.raises(InputError, match=f"no face of label index {LABELS.index('happy')}"):
         pseudo_pairs(fer_folder, speech, "validation")
+
+
+# ---- nEMO -------------------------------------------------------------------------------
+
+NEMO_ROWS = [("EB0_anger_1.opus", "anger", "EB0"), ("IC0_happiness_2.opus", "happiness", "IC0"),
+             ("KD0_surprised_3.opus", "surprised", "KD0"), ("WR0_sadness_4.opus", "sadness", "WR0"),
+             ("TP0_neutral_5.opus", "neutral", "TP0"), ("MP0_fear_6.opus", "fear", "MP0"),
+             ("SM0_boredom_7.opus", "boredom", "SM0")]  # no such nEMO emotion: left out
+
+
+@pytest.fixture
+def nemo_corpus(tmp_path):
+    """nEMO's layout: Opus clips at 24 kHz in samples/, and data.tsv with space-padded speaker ids."""
+    root = tmp_path / "nemo"
+    for number, (name, _, _) in enumerate(NEMO_ROWS):
+        write(root / "samples", name, wav_bytes(tone(0.3, 24000, 200 + 50 * number), 24000, "OPUS", "OGG"))
+    lines = ["file_id\temotion\traw_text\tnormalized_text\tspeaker_id\tgender\tage"]
+    lines += [f"{name}\t{emotion}\tZdanie.\tzdanie\t        {speaker}\tfemale\t27"
+              for name, emotion, speaker in NEMO_ROWS]
+    write(root, "data.tsv", "\n".join(lines) + "\n")
+    return root
+
+
+def test_nemo_clips_from_data_tsv(nemo_corpus):
+    clips = speech_clips(nemo_corpus)
+    assert [(Path(clip.path).name, LABELS[clip.label], clip.speaker, clip.corpus) for clip in clips] == [
+        ("EB0_anger_1.opus", "angry", "EB0", "nemo"), ("IC0_happiness_2.opus", "happy", "IC0", "nemo"),
+        ("KD0_surprised_3.opus", "surprise", "KD0", "nemo"), ("MP0_fear_6.opus", "fear", "MP0", "nemo"),
+        ("TP0_neutral_5.opus", "neutral", "TP0", "nemo"), ("WR0_sadness_4.opus", "sad", "WR0", "nemo")]
+    waveform = load_audio(clips[0].path)  # Opus at 24 kHz decodes to 16 kHz mono
+    assert waveform.dtype == np.float32 and abs(len(waveform) - 0.3 * 16000) < 400 and np.abs(waveform).max() > 0.1
+    six = preset("six")
+    assert "surprise" not in {six[clip.label] for clip in speech_clips(nemo_corpus, six)}
+
+
+def test_nemo_speaker_split(nemo_corpus):
+    clips = speech_clips(nemo_corpus)
+    found = {split: [clip.speaker for clip in speaker_split(clips, split)] for split in datasets.SPEECH_SPLITS}
+    assert found == {"train": ["EB0", "MP0"], "validation": ["IC0", "TP0"], "test": ["KD0", "WR0"]}
+    assert speaker_split(clips, "all") == clips
+    assert ravdess_split(clips, "test") == []  # nEMO speakers are no RAVDESS actors
+    with pytest.raises(InputError, match="unknown speech split 'public-test'"):
+        speaker_split(clips, "public-test")
+
+
+def test_nemo_errors(nemo_corpus):
+    (nemo_corpus / "samples" / "KD0_surprised_3.opus").unlink()
+    with pytest.raises(InputError, match="1 clips listed in data.tsv are not in samples/ .first: KD0_surprised_3"):
+        speech_clips(nemo_corpus)
+    write(nemo_corpus, "data.tsv", "file_id\tlabel\nEB0_anger_1.opus\tanger\n")
+    with pytest.raises(InputError, match="needs the columns file_id, emotion, speaker_id"):
+        speech_clips(nemo_corpus)
+
+
+def test_mixed_corpora_split_by_their_own_speakers(speech_corpus, nemo_corpus):
+    clips = speech_clips(speech_corpus) + speech_clips(nemo_corpus)
+    validation = speaker_split(clips, "validation")
+    assert {(clip.corpus, clip.speaker) for clip in validation} == {("ravdess", 17), ("nemo", "IC0"),
+                                                                    ("nemo", "TP0")}
+    assert {clip.corpus for clip in speaker_split(clips, "all")} == {"ravdess", "crema-d", "tess", "emodb", "nemo"}
+
+
+def test_shared_nemo_split_is_speaker_independent_and_gender_balanced():
+    from conftest import SHARED, shared
+    root = shared(SHARED / "data" / "nemo_pl")
+    clips = speech_clips(root)
+    assert len(clips) == 4481 and {clip.corpus for clip in clips} == {"nemo"}
+    with open(root / "data.tsv", newline="", encoding="utf-8") as handle:
+        gender = {row["speaker_id"].strip(): row["gender"] for row in csv.DictReader(handle, delimiter="\t")}
+    speakers = {split: {clip.speaker for clip in speaker_split(clips, split)} for split in datasets.SPEECH_SPLITS}
+    assert set().union(*speakers.values()) == set(gender) and sum(map(len, speakers.values())) == 9
+    for split in ("validation", "test"):
+        assert sorted(gender[speaker] for speaker in speakers[split]) == ["female", "male"]
+        held = [clip.label for clip in speaker_split(clips, split)]
+        assert set(held) == {LABELS.index(label) for label in corpus_labels("nemo")}  # every nEMO emotion
+    assert [len(speaker_split(clips, split)) for split in ("train", "validation", "test")] == [2323, 1079, 1079]
+
+
+def test_corpus_labels():
+    assert corpus_labels("nemo") == ("angry", "fear", "happy", "neutral", "sad", "surprise")
+    assert corpus_labels("ravdess") == LABELS
+    assert corpus_labels("crema-d", preset("six")) == preset("six")

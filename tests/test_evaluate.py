@@ -149,3 +149,20 @@ def test_write_report_with_removed_modalities(report, tmp_path):
     assert path == tmp_path / "metrics-pairs.json"
     assert (tmp_path / "metrics-pairs.png").stat().st_size > 0
     assert '"face": null' in path.read_text()
+
+
+def test_balanced_accuracy_is_mean_recall_over_present_classes():
+    # class 0: 3 of 4 right, class 2: 1 of 2 right; class 1 never occurs and does not count
+    assert evaluate.balanced_accuracy([0, 0, 0, 0, 2, 2], [0, 0, 0, 1, 2, 0]) == pytest.approx((0.75 + 0.5) / 2, abs=1e-4)
+
+
+def test_cross_corpus_scores_restrict_predictions_to_the_shared_classes():
+    """A model's disgust (1) logit is highest on two clips of a corpus without disgust: restricted to
+    the shared classes 0, 2, 3 those clips take their best shared class; disgust clips are left out."""
+    logits = np.array([[5, 9, 0, 0], [0, 9, 5, 0], [0, 0, 0, 5], [5, 0, 0, 0], [0, 9, 0, 0]], float)
+    targets = [0, 2, 3, 2, 1]
+    scores = evaluate.shared_class_scores(targets, logits, [0, 2, 3])
+    assert scores["samples"] == 4 and scores["class_indices"] == [0, 2, 3]
+    assert scores["accuracy"] == 0.75  # clip 3 (truth 2, predicted 0) is the one wrong
+    assert scores["balanced_accuracy"] == pytest.approx((1 + 0.5 + 1) / 3, abs=1e-4)
+    assert scores["balanced_accuracy_unrestricted"] == pytest.approx((0 + 0 + 1) / 3, abs=1e-4)  # disgust answers count wrong

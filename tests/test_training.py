@@ -18,8 +18,9 @@ from emorec.errors import InputError  # noqa: E402
 from emorec.image import face_input  # noqa: E402
 from emorec.labels import LABELS, preset  # noqa: E402
 from emorec.audio import load_audio, speech_frames  # noqa: E402
-from emorec.models import MODELS_DIR, Classifier, YAMNet, clip_features, softmax  # noqa: E402
+from emorec.models import MODELS_DIR, Classifier, clip_features, softmax  # noqa: E402
 from emorec.predictor import Predictor  # noqa: E402
+from emorec.speech_features import YAMNetFeatures, speech_features  # noqa: E402
 
 from conftest import CLIP, FER2013, RAVDESS, models_copy, shared, tone, wav_bytes, write  # noqa: E402
 
@@ -320,17 +321,16 @@ def tone_corpus(folder, actors, emotions=("01", "03", "05")):
 def speech_run(tmp_path_factory):
     """One epoch of the speech head on tones of actors 1-2 (train) and 17-18 (validation)."""
     folder = tmp_path_factory.mktemp("speech")
-    network = train.train_speech(tone_corpus(folder / "corpus", (1, 2, 17, 18)), folder / "run", YAMNET,
-                                 folder / "cache", epochs=1, batch_size=4, variants=1)
+    network = train.train_speech(tone_corpus(folder / "corpus", (1, 2, 17, 18)), folder / "run",
+                                 YAMNetFeatures(YAMNET), folder / "cache", epochs=1, batch_size=4, variants=1)
     return folder, network
 
 
 @pytest.fixture(scope="module")
 def real_features(tmp_path_factory):
     """Training's features of two real RAVDESS clips."""
-    yamnet = YAMNet(YAMNET, train.SPEECH_LAYERS)
-    (features,) = train.speech_features([shared(path) for path in REAL_CLIPS], yamnet,
-                                        tmp_path_factory.mktemp("cache"))
+    (features,) = speech_features([shared(path) for path in REAL_CLIPS], YAMNetFeatures(YAMNET),
+                                  tmp_path_factory.mktemp("cache"))
     return features
 
 
@@ -352,10 +352,13 @@ def test_train_speech_on_a_tiny_corpus(speech_run):
     assert len(list((folder / "cache").glob("*.npy"))) == 6 * 2 + 6  # train clean + augmented, validation
     assert (folder / "run" / "checkpoints" / "best.keras").exists()
     card = json.loads((folder / "run" / "model.json").read_text())
-    assert card == {"labels": list(LABELS), "temperature": 1.0, "weights": "float32",
+    assert card == {"labels": list(LABELS), "temperature": 1.0, "weights": "float32", "front_end": "yamnet",
                     "input": "mean and std over frames of YAMNet layer features",
-                    "yamnet_layers": list(train.SPEECH_LAYERS), "variants": 1,
+                    "yamnet_layers": list(train.SPEECH_LAYERS), "corpora": ["ravdess"],
+                    "trained_labels": list(LABELS), "feature_normalisation": "none", "variants": 1,
                     "parameters": SPEECH_WIDTH * 7 + 7 + 2 * SPEECH_WIDTH + 1}
+    history = json.loads((folder / "run" / "checkpoints" / "state.json").read_text())["history"]
+    assert history[0]["val_mean_accuracy"] == history[0]["val_ravdess_accuracy"]  # one corpus: its accuracy
     assert network.count_params() == card["parameters"]
     assert Classifier(folder / "run").input["shape"].tolist() == [1, SPEECH_WIDTH]
 
@@ -369,36 +372,38 @@ def test_speech_features_are_the_serving_features(predictor, real_features):
 
 
 class CachedOnly:
-    """A stand-in for YAMNet that only has cached answers."""
+    """A stand-in for a front end that only has cached answers."""
 
-    def __init__(self, layers):
-        self.layers = layers
+    name = "cached only"
 
-    def __call__(self, frames):
-        raise AssertionError("YAMNet ran although the features were cached")
+    def __init__(self, key):
+        self.key = key
+
+    def __call__(self, waveform):
+        raise AssertionError("the front end ran although the features were cached")
 
 
 def test_speech_features_are_cached_per_layer_choice(tmp_path):
     clips = [shared(path) for path in REAL_CLIPS]
-    yamnet = YAMNet(YAMNET, (15,))
-    (first,) = train.speech_features(clips, yamnet, tmp_path)
+    yamnet = YAMNetFeatures(YAMNET, (15,))
+    (first,) = speech_features(clips, yamnet, tmp_path)
     assert first.shape == (2, 2 * 1024)
-    (again,) = train.speech_features(clips, CachedOnly(yamnet.layers), tmp_path)
+    (again,) = speech_features(clips, CachedOnly(yamnet.key), tmp_path)
     np.testing.assert_array_equal(again, first)
-    with pytest.raises(AssertionError, match="YAMNet ran"):  # other layers: not in the cache
-        train.speech_features(clips, CachedOnly(YAMNet(YAMNET, (14,)).layers), tmp_path)
+    with pytest.raises(AssertionError, match="front end ran"):  # other layers: not in the cache
+        speech_features(clips, CachedOnly(YAMNetFeatures(YAMNET, (14,)).key), tmp_path)
 
 
 def test_speech_feature_variants_are_seeded_augmentations(tmp_path):
     clips = [shared(CLIP)]
-    yamnet = YAMNet(YAMNET, (15,))
-    clean, first, second = train.speech_features(clips, yamnet, tmp_path / "a", variants=2, seed=0)
-    np.testing.assert_array_equal(clean, train.speech_features(clips, yamnet, tmp_path / "b")[0])
+    yamnet = YAMNetFeatures(YAMNET, (15,))
+    clean, first, second = speech_features(clips, yamnet, tmp_path / "a", variants=2, seed=0)
+    np.testing.assert_array_equal(clean, speech_features(clips, yamnet, tmp_path / "b")[0])
     assert not np.allclose(first, clean) and not np.allclose(first, second)
     for variant, again in zip((clean, first, second),
-                              train.speech_features(clips, yamnet, tmp_path / "c", variants=2, seed=0)):
+                              speech_features(clips, yamnet, tmp_path / "c", variants=2, seed=0)):
         np.testing.assert_array_equal(variant, again)  # recomputed in another cache: the same
-    reseeded = train.speech_features(clips, yamnet, tmp_path / "d", variants=1, seed=1)
+    reseeded = speech_features(clips, yamnet, tmp_path / "d", variants=1, seed=1)
     np.testing.assert_array_equal(reseeded[0], clean)
     assert not np.allclose(reseeded[1], first)
 
@@ -456,3 +461,114 @@ def test_cross_validation_creates_the_out_folder(cli_predictor, monkeypatch, tmp
     monkeypatch.setattr(train, "speech_cross_validation", lambda *args: {"recipes": {}})
     main(["evaluate", "speech", "--cross-validate", "--data", str(tmp_path), "--out", str(tmp_path / "new")])
     assert (tmp_path / "new" / "cross-validation.json").exists()
+
+
+# ---- several corpora: the masked loss, weights, validation per corpus ---------------------
+
+NEMO_PRESENT = [label != "disgust" for label in LABELS]
+
+
+def masked_loss(y_true, logits, smoothing=0.1):
+    """The loss's mean over the batch."""
+    loss = train.MaskedCrossEntropy(label_smoothing=smoothing)
+    return float(loss(np.array(y_true, np.float32), np.array(logits, np.float32)))
+
+
+def test_masked_loss_with_every_class_is_keras_cross_entropy():
+    rng = np.random.default_rng(0)
+    logits, targets = rng.normal(0, 3, (5, 7)), np.eye(7)[[0, 1, 3, 6, 2]]
+    keras_loss = train.keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
+    assert masked_loss(targets, logits) == pytest.approx(float(keras_loss(targets, logits)), rel=1e-5)
+
+
+def test_masked_class_gets_no_probability_mass_and_no_gradient():
+    """A nEMO clip (no disgust): the loss is the cross-entropy over the six other classes, with the
+    smoothing spread over them, whatever the disgust logit is."""
+    logits = np.array([[2.0, 0.0, -1.0, 0.5, 1.0, -0.5, 0.3]])
+    y_true = np.where(NEMO_PRESENT, 0.0, -1.0)[None]
+    y_true[0, LABELS.index("happy")] = 1
+    present = logits[0, NEMO_PRESENT]
+    log_p = present - np.log(np.exp(present).sum())
+    target = 0.9 * (np.array(LABELS)[NEMO_PRESENT] == "happy") + 0.1 / 6
+    expected = -(target * log_p).sum()
+    for disgust in (-5.0, 0.0, 50.0):  # the masked logit moves the loss not at all: zero gradient
+        logits[0, LABELS.index("disgust")] = disgust
+        assert masked_loss(y_true, logits) == pytest.approx(expected, rel=1e-5)
+    unmasked = np.eye(7, dtype=np.float32)[[LABELS.index("happy")]]
+    assert masked_loss(unmasked, logits) > expected + 10  # unmasked, disgust at 50 costs a lot
+
+
+def test_masked_loss_gradient_leaves_the_masked_logit_alone():
+    tf = pytest.importorskip("tensorflow")
+    if train.keras.backend.backend() != "tensorflow":
+        pytest.skip("gradient checked with the TensorFlow backend")
+    logits = tf.Variable(np.random.default_rng(1).normal(0, 2, (3, 7)).astype(np.float32))
+    y_true = np.tile(np.where(NEMO_PRESENT, 0.0, -1.0).astype(np.float32), (3, 1))
+    y_true[[0, 1, 2], [0, 3, 6]] = 1
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(train.MaskedCrossEntropy(label_smoothing=0.1).call(y_true, logits))
+    gradient = tape.gradient(loss, logits).numpy()
+    np.testing.assert_array_equal(gradient[:, LABELS.index("disgust")], 0)
+    assert np.abs(gradient[:, NEMO_PRESENT]).min() > 0
+    np.testing.assert_allclose(gradient.sum(axis=1), 0, atol=1e-6)  # softmax over the present classes
+
+
+def test_masked_targets_and_corpus_class_weights():
+    clips = [datasets.Clip("a.wav", 0, 1, "ravdess"), datasets.Clip("b.wav", 1, 1, "ravdess"),
+             datasets.Clip("c.opus", 0, "EB0", "nemo"), datasets.Clip("d.opus", 0, "EB0", "nemo"),
+             datasets.Clip("e.opus", 5, "IC0", "nemo")]
+    targets = train.masked_targets(clips, LABELS)
+    np.testing.assert_array_equal(targets[0], np.eye(7)[0])
+    np.testing.assert_array_equal(targets[2], np.where(NEMO_PRESENT, np.eye(7)[0], -1))
+    weights = train.corpus_class_weights(clips)
+    assert weights.mean() == pytest.approx(1)
+    # each (corpus, class) cell weighs the same in total: nEMO's two angry clips share one cell's weight
+    assert weights[2] == weights[3] == pytest.approx(weights[0] / 2) and weights[4] == pytest.approx(weights[0])
+
+
+def nemo_tones(folder, speakers=("EB0", "MK0", "IC0", "TP0"), emotions=("anger", "happiness", "neutral")):
+    """nEMO's layout with tone 'clips' (Opus, 24 kHz): one per speaker and emotion."""
+    rows = ["file_id\temotion\tspeaker_id"]
+    for number, (speaker, emotion) in enumerate((s, e) for s in speakers for e in emotions):
+        name = f"{speaker}_{emotion}_{number}.opus"
+        write(folder / "samples", name, wav_bytes(tone(0.4, 24000, 300 + 40 * number), 24000, "OPUS", "OGG"))
+        rows.append(f"{name}\t{emotion}\t  {speaker}")
+    write(folder, "data.tsv", "\n".join(rows) + "\n")
+    return folder
+
+
+def test_train_speech_on_two_corpora_per_speaker(tmp_path):
+    """RAVDESS and nEMO tones: validation accuracy per corpus and their mean, the corpora on the card."""
+    ravdess, nemo = tone_corpus(tmp_path / "ravdess", (1, 17)), nemo_tones(tmp_path / "nemo")
+    train.train_speech([ravdess, nemo], tmp_path / "run", YAMNetFeatures(YAMNET, (15,)), tmp_path / "cache",
+                       epochs=1, batch_size=4, variants=0, normalisation="speaker")
+    card = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert card["corpora"] == ["nemo", "ravdess"] and card["trained_labels"] == list(LABELS)
+    assert card["feature_normalisation"] == "speaker"
+    logs = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())["history"][0]
+    both = (logs["val_nemo_accuracy"], logs["val_ravdess_accuracy"])
+    assert logs["val_mean_accuracy"] == pytest.approx(np.mean(both))
+    assert logs["val_ravdess_accuracy"] * 3 == round(logs["val_ravdess_accuracy"] * 3)  # actor 17: three clips
+    assert logs["val_nemo_accuracy"] * 6 == round(logs["val_nemo_accuracy"] * 6)  # IC0 and TP0: six clips
+
+
+def test_train_speech_on_nemo_alone_leaves_disgust_untrained(tmp_path):
+    train.train_speech(nemo_tones(tmp_path / "nemo"), tmp_path / "run", YAMNetFeatures(YAMNET, (15,)),
+                       tmp_path / "cache", epochs=1, batch_size=4, variants=0)
+    card = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert card["corpora"] == ["nemo"] and "disgust" not in card["trained_labels"] and len(card["labels"]) == 7
+
+
+def test_evaluate_speech_on_nemo_test_speakers(speech_run, capsys, tmp_path):
+    """The tiny RAVDESS head on nEMO's test speakers: metrics-nemo-test beside the head, shared classes."""
+    from emorec.cli import main
+
+    folder, network = speech_run
+    nemo = nemo_tones(tmp_path / "nemo", speakers=("KD0", "WR0", "EB0"), emotions=("anger", "sadness"))
+    assert main(["evaluate", "speech", "--data", str(nemo), "--model", str(folder / "run"), "--cache",
+                 str(folder / "cache")]) == 0
+    report = json.loads((folder / "run" / "metrics-nemo-test.json").read_text())
+    assert (report["corpora"], report["speakers"], report["samples"]) == (["nemo"], ["KD0", "WR0"], 4)
+    assert report["shared_classes"]["labels"] == ["angry", "sad"] and report["shared_classes"]["samples"] == 4
+    assert (folder / "run" / "metrics-nemo-test.png").stat().st_size > 0
+    assert "speech on nemo-test: accuracy" in capsys.readouterr().out

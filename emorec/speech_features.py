@@ -1,0 +1,176 @@
+"""The speech head's input: per-clip features from a named front end, cached on disk, and the
+normalisations that can be applied to them (per speaker or per corpus, when a set of clips is at hand).
+
+A front end is an object with `name` (what the model card records), `key` (what the cache is keyed
+by: the name and every setting that changes the numbers), `card` (settings for model.json) and
+`__call__(waveform)`: one float32 vector for a 16 kHz mono clip (`emorec.audio.load_audio`).
+"""
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import media
+from .audio import SAMPLE_RATE, load_audio, speech_frames
+from .errors import InputError
+from .models import MODELS_DIR, YAMNet, clip_features
+from .speech_encoder import LAYERS as WHISPER_LAYERS, WhisperEncoder
+
+SPEECH_LAYERS = (6, 7, 8, 9, 10)  # YAMNet layers whose features the speech head reads (see the model card)
+
+
+class YAMNetFeatures:
+    """Mean and std over 0.975 s frames of YAMNet layer features: the serving path of `Predictor`."""
+
+    name = "yamnet"
+
+    def __init__(self, path=MODELS_DIR / "yamnet" / "yamnet.tflite", layers=SPEECH_LAYERS, threads=1):
+        self.yamnet = YAMNet(path, layers, threads)
+        self.layers = tuple(layers)
+        self.key = f"yamnet{list(self.layers)}"
+        self.card = {"front_end": self.name, "input": "mean and std over frames of YAMNet layer features",
+                     "yamnet_layers": list(self.layers)}
+
+    def __call__(self, waveform):
+        return clip_features(self.yamnet(speech_frames(waveform))[0])
+
+
+class WhisperFeatures:
+    """Mean and std over time of Whisper base encoder layers (`emorec.speech_encoder`; all 8 layers:
+    8192 numbers), the encoder run on the clip's real length."""
+
+    name = "whisper-base"
+
+    def __init__(self, path=MODELS_DIR / "whisper" / "encoder.tflite", layers=None, threads=1):
+        self.encoder = WhisperEncoder(path, threads)
+        self.layers = list(range(WHISPER_LAYERS)) if layers is None else list(layers)
+        self.key = f"whisper-base:{os.path.getsize(path)}:{self.layers}"  # the file size tells fp16 from fp32
+        self.card = {"front_end": self.name, "input": "mean and std over time of Whisper base encoder layers",
+                     "whisper_layers": self.layers}
+
+    def __call__(self, waveform):
+        return self.encoder.clip_features(waveform, self.layers)
+
+
+# Each front end from a models folder, a model card's settings and a thread count.
+FRONT_ENDS = {
+    "yamnet": lambda folder, card, threads: YAMNetFeatures(folder / "yamnet" / "yamnet.tflite",
+                                                           card.get("yamnet_layers", SPEECH_LAYERS), threads),
+    "whisper-base": lambda folder, card, threads: WhisperFeatures(folder / "whisper" / "encoder.tflite",
+                                                                  card.get("whisper_layers"), threads),
+}
+
+
+def front_end(name, models_dir=MODELS_DIR, card=None, threads=1):
+    """The named front end with the settings of a model card (a card without "front_end" is YAMNet's)."""
+    if name not in FRONT_ENDS:
+        raise ValueError(f"unknown speech front end {name!r}; choose from {', '.join(FRONT_ENDS)}")
+    return FRONT_ENDS[name](Path(models_dir), card or {}, threads)
+
+
+# Channels a clip can go through before the front end (`Transmitted`): 16 kHz waveform in and out.
+CHANNELS = {
+    "mp3-32k": lambda waveform: media.codec_round_trip(waveform, SAMPLE_RATE, "mp3", 32000),
+    "aac-32k": lambda waveform: media.codec_round_trip(waveform, SAMPLE_RATE, "aac", 32000),
+    "opus-24k": lambda waveform: media.codec_round_trip(waveform, SAMPLE_RATE, "opus", 24000),
+    "telephone": lambda waveform: media.telephone_band(waveform, SAMPLE_RATE),
+}
+
+
+class Transmitted:
+    """A front end that hears each clip after a codec round trip or the telephone band (`CHANNELS`),
+    cached apart from the clean features."""
+
+    def __init__(self, extractor, channel):
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}; choose from {', '.join(CHANNELS)}")
+        self.extractor, self.channel = extractor, channel
+        self.name, self.card = extractor.name, extractor.card
+        self.key = f"{extractor.key}|{channel}"
+
+    def __call__(self, waveform):
+        return self.extractor(CHANNELS[self.channel](waveform))
+
+
+def augment_waveform(waveform, rng):
+    """A random variant of a clip: speed 0.9-1.1x, gain +-6 dB, shift up to 0.25 s, noise at 5-30 dB SNR."""
+    import soxr
+
+    speed = rng.uniform(0.9, 1.1)
+    waveform = soxr.resample(waveform, SAMPLE_RATE * speed, SAMPLE_RATE).astype(np.float32)
+    waveform = np.roll(np.pad(waveform, (SAMPLE_RATE // 4, 0)), -rng.integers(0, SAMPLE_RATE // 4))
+    waveform = waveform * 10 ** (rng.uniform(-6, 6) / 20)
+    power = np.mean(waveform ** 2) + 1e-12
+    noise = rng.normal(0, np.sqrt(power / 10 ** (rng.uniform(5, 30) / 10)), len(waveform))
+    return np.clip(waveform + noise, -1, 1).astype(np.float32)
+
+
+def speech_features(paths, extractor, cache, variants=0, seed=0, progress=True):
+    """Each clip's features from a front end, through the serving decoder, cached on disk per clip
+    and variant (an interrupted run keeps what it computed).
+
+    Returns one [clips, d] array per variant: the clean clips first, then `variants` augmented copies.
+    A clip the decoder cannot read gets rows of NaN (see `decoded`) and is tried again next time.
+    """
+    from tqdm import tqdm
+
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    results = [[] for _ in range(variants + 1)]
+    for path in tqdm(paths, desc=f"{extractor.name} features", unit="clip", disable=not progress):
+        source = f"{Path(path).resolve()}:{os.path.getmtime(path)}:{extractor.key}"
+        key = hashlib.sha1(source.encode()).hexdigest()
+        files = [cache / f"{key}-{seed}-{variant}.npy" for variant in range(variants + 1)]
+        try:
+            waveform = None if all(file.exists() for file in files) else load_audio(path)
+        except InputError as error:
+            tqdm.write(f"left out: {error}")
+            for rows in results:
+                rows.append(None)
+            continue
+        for variant, (file, rows) in enumerate(zip(files, results)):
+            if not file.exists():
+                rng = np.random.default_rng([seed, variant, int(key[:8], 16)])
+                features = extractor(augment_waveform(waveform, rng) if variant else waveform)
+                np.save(file.with_suffix(".part.npy"), features)
+                os.replace(file.with_suffix(".part.npy"), file)
+            rows.append(np.load(file))
+    width = next((len(row) for row in results[0] if row is not None), None)
+    if width is None:
+        raise InputError(f"none of the {len(paths)} clips could be decoded")
+    return [np.stack([np.full(width, np.nan, np.float32) if row is None else row for row in variant])
+            for variant in results]
+
+
+def decoded(clips, variants):
+    """The clips whose features exist, and those rows of each variant: undecodable clips left out."""
+    keep = ~np.isnan(variants[0]).any(axis=1)
+    return [clip for clip, kept in zip(clips, keep) if kept], [variant[keep] for variant in variants]
+
+
+NORMALISATIONS = ("none", "speaker", "corpus")
+
+
+def normalise(variants, clips, normalisation):
+    """Feature arrays (clean, then augmented copies) standardised per speaker or per corpus, by the
+    mean and std of each group's clean clips; unchanged for "none".
+
+    It needs several clips of a group, so it applies to a corpus or a batch of one speaker's clips,
+    never to a single clip served alone: a head trained this way is for such batches.
+    """
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"unknown feature normalisation {normalisation!r}; "
+                         f"choose from {', '.join(NORMALISATIONS)}")
+    if normalisation == "none":
+        return variants
+    groups = np.array([f"{clip.corpus}:{clip.speaker}" if normalisation == "speaker" else clip.corpus
+                       for clip in clips])
+    results = [np.empty_like(variant) for variant in variants]
+    for group in np.unique(groups):
+        rows = groups == group
+        mean, std = variants[0][rows].mean(axis=0), variants[0][rows].std(axis=0) + 1e-6
+        for variant, result in zip(variants, results):
+            result[rows] = (variant[rows] - mean) / std
+    return results
