@@ -7,10 +7,11 @@ import cv2
 import numpy as np
 
 from . import fusion
-from .audio import SAMPLE_RATE, frame_times, load_audio, segment_windows, speech_frames
+from .audio import SAMPLE_RATE, load_audio, speech_frames
 from .errors import InputError
 from .image import FaceDetector, align_crop, face_input, load_image
-from .models import MODELS_DIR, Classifier, YAMNet, clip_features, softmax
+from .models import MODELS_DIR, Classifier, YAMNet, softmax
+from .speech_features import front_end
 
 SPEECH_THRESHOLD = 0.08  # RAVDESS speech scores >= 0.11 on YAMNet's "Speech" class; silence, noise, tones <= 0.03
 SILENCE_RMS = 1e-4
@@ -24,8 +25,9 @@ class Predictor:
         self.detector = FaceDetector(models_dir / "face_detection" / "yunet.onnx")
         self.face_model = Classifier(models_dir / "face", threads)
         self.speech_model = Classifier(models_dir / "speech", threads)
-        self.yamnet = YAMNet(models_dir / "yamnet" / "yamnet.tflite",
-                             self.speech_model.card["yamnet_layers"], threads)
+        card = self.speech_model.card
+        self.speech_front_end = front_end(card.get("front_end", "yamnet"), models_dir, card, threads)
+        self.yamnet = YAMNet(models_dir / "yamnet" / "yamnet.tflite", threads=threads)  # its "Speech" score
         if self.face_model.labels != self.speech_model.labels:
             raise ValueError(f"face labels {self.face_model.labels} differ from speech labels "
                              f"{self.speech_model.labels}")
@@ -73,14 +75,12 @@ class Predictor:
     def predict_speech(self, audio):
         """Clip-level and per-segment (2.4 s windows every 0.96 s) probabilities of a recording."""
         waveform = load_audio(audio)
-        features, speech_scores = self.yamnet(speech_frames(waveform))
-        windows = segment_windows(len(features))
-        logits = self.speech_model(np.stack([clip_features(features)]
-                                            + [clip_features(features[start:end]) for start, end in windows]))
+        speech_scores = self.yamnet(speech_frames(waveform))[1]
+        clip, windows, spans = self.speech_front_end.timeline(waveform)
+        logits = self.speech_model(np.concatenate([clip[None], windows]))
         probabilities = softmax(logits, self.speech_model.temperature)
-        times = frame_times(len(features))
-        segments = [{"start": round(times[start][0], 3), "end": round(times[end - 1][1], 3), **self._result(p)}
-                    for (start, end), p in zip(windows, probabilities[1:])]
+        segments = [{"start": round(start, 3), "end": round(end, 3), **self._result(p)}
+                    for (start, end), p in zip(spans, probabilities[1:])]
         silent = float(np.sqrt(np.mean(waveform ** 2))) < SILENCE_RMS
         status = "no_speech" if silent or speech_scores.max() < SPEECH_THRESHOLD else "ok"
         return {"status": status, "duration": round(len(waveform) / SAMPLE_RATE, 3),

@@ -113,9 +113,14 @@ class WhisperEncoder(TFLiteModel):
         return pool(self.layer_frames(waveform), layers)
 
     def window_features(self, waveform, layers=None):
-        """Per-window features [windows, len(layers) * 1024] and each window's (start, end) seconds,
-        over the speech timeline's windows (2.4 s every 0.96 s, segment_windows' rules)."""
-        frames = self.layer_frames(waveform)
-        spans = segment_windows(frames.shape[1], WINDOW_FRAMES, WINDOW_HOP_FRAMES)
-        features = np.stack([pool(frames[:, start:end], layers) for start, end in spans])
-        return features, [(start / FRAMES_PER_SECOND, end / FRAMES_PER_SECOND) for start, end in spans]
+        """`pool_windows` of the clip's layer frames."""
+        return pool_windows(self.layer_frames(waveform), layers)
+
+
+def pool_windows(layer_frames, layers=None):
+    """Per-window features [windows, len(layers) * 1024] of layer frames [8, frames, 512] and each
+    window's (start, end) seconds, over the speech timeline's windows (2.4 s every 0.96 s,
+    segment_windows' rules)."""
+    spans = segment_windows(layer_frames.shape[1], WINDOW_FRAMES, WINDOW_HOP_FRAMES)
+    features = np.stack([pool(layer_frames[:, start:end], layers) for start, end in spans])
+    return features, [(start / FRAMES_PER_SECOND, end / FRAMES_PER_SECOND) for start, end in spans]

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from . import media
-from .audio import SAMPLE_RATE, load_audio, speech_frames
+from .audio import SAMPLE_RATE, frame_times, load_audio, segment_windows, speech_frames
 from .errors import InputError
 from .models import MODELS_DIR, YAMNet, clip_features
-from .speech_encoder import LAYERS as WHISPER_LAYERS, WhisperEncoder
+from .speech_encoder import LAYERS as WHISPER_LAYERS, WhisperEncoder, pool, pool_windows
 
 SPEECH_LAYERS = (6, 7, 8, 9, 10)  # YAMNet layers whose features the speech head reads (see the model card)
 
@@ -36,6 +36,20 @@ class YAMNetFeatures:
     def __call__(self, waveform):
         return clip_features(self.yamnet(speech_frames(waveform))[0])
 
+    def timeline(self, waveform):
+        """The clip's features, the speech timeline's window features [windows, d] and each window's
+        (start, end) seconds: windows of 4 frames (2.4 s) every 2 (0.96 s)."""
+        frames = self.yamnet(speech_frames(waveform))[0]
+        windows, times = segment_windows(len(frames)), frame_times(len(frames))
+        return (clip_features(frames), np.stack([clip_features(frames[start:end]) for start, end in windows]),
+                [(times[start][0], times[end - 1][1]) for start, end in windows])
+
+
+# Whisper runs longer clips in chunks of this many seconds: attention's memory grows with the square
+# of a chunk's length (a worker holds ~406 MB after a 30 s chunk, ~289 MB after 10 s chunks:
+# models/whisper/README.md). Every training clip (RAVDESS, nEMO) is shorter, so one chunk each.
+CHUNK_SECONDS = 10
+
 
 class WhisperFeatures:
     """Mean and std over time of Whisper base encoder layers (`emorec.speech_encoder`; all 8 layers:
@@ -44,7 +58,7 @@ class WhisperFeatures:
     name = "whisper-base"
 
     def __init__(self, path=MODELS_DIR / "whisper" / "encoder.tflite", layers=None, threads=1):
-        self.encoder = WhisperEncoder(path, threads)
+        self.encoder = WhisperEncoder(path, threads, CHUNK_SECONDS)
         self.layers = list(range(WHISPER_LAYERS)) if layers is None else list(layers)
         self.key = f"whisper-base:{os.path.getsize(path)}:{self.layers}"  # the file size tells fp16 from fp32
         self.card = {"front_end": self.name, "input": "mean and std over time of Whisper base encoder layers",
@@ -52,6 +66,12 @@ class WhisperFeatures:
 
     def __call__(self, waveform):
         return self.encoder.clip_features(waveform, self.layers)
+
+    def timeline(self, waveform):
+        """The clip's features, the speech timeline's window features [windows, d] (2.4 s every 0.96 s)
+        and each window's (start, end) seconds, from one pass of the encoder."""
+        frames = self.encoder.layer_frames(waveform)
+        return (pool(frames, self.layers), *pool_windows(frames, self.layers))
 
 
 # Each front end from a models folder, a model card's settings and a thread count.

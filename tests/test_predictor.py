@@ -6,9 +6,9 @@ import threading
 import numpy as np
 import pytest
 
-from emorec.audio import load_audio, segment_windows, speech_frames
+from emorec.audio import load_audio, speech_frames
 from emorec.labels import LABELS
-from emorec.models import MODELS_DIR, clip_features, softmax
+from emorec.models import MODELS_DIR, softmax
 from emorec.predictor import Predictor
 
 from conftest import assert_valid_result, models_copy
@@ -32,22 +32,22 @@ def test_classify_faces(predictor):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-6)
 
 
-def test_speech_head_reads_pooled_yamnet_layer_features(predictor, clip, clip_result):
-    """Clip and segment probabilities are the head on mean+std of the card's YAMNet layers."""
-    features, scores = predictor.yamnet(speech_frames(load_audio(clip)))
-    assert features.shape == (9, predictor.speech_model.input["shape"][-1] // 2)  # 9 frames in 4.4 s
-    assert scores.shape == (9,)
+def test_speech_head_reads_the_front_end_features(predictor, clip, clip_result):
+    """Clip and segment probabilities are the head on the front end's clip and window features;
+    the speech score is YAMNet's best "Speech" frame."""
+    waveform = load_audio(clip)
+    scores = predictor.yamnet(speech_frames(waveform))[1]
+    assert scores.shape == (9,)  # 9 frames in 4.4 s
     assert clip_result["speech_score"] == pytest.approx(scores.max(), abs=1e-4)
-
-    def probabilities(rows):
-        return softmax(predictor.speech_model(np.stack([clip_features(row) for row in rows])),
+    features, windows, spans = predictor.speech_front_end.timeline(waveform)
+    np.testing.assert_array_equal(features, predictor.speech_front_end(waveform))
+    expected = softmax(predictor.speech_model(np.concatenate([features[None], windows])),
                        predictor.speech_model.temperature)
-
-    np.testing.assert_allclose(list(clip_result["probabilities"].values()), probabilities([features])[0], atol=2e-6)
-    windows = segment_windows(len(features))
-    assert len(clip_result["segments"]) == len(windows) == 4
-    expected = probabilities([features[start:end] for start, end in windows])
-    for segment, row in zip(clip_result["segments"], expected):
+    np.testing.assert_allclose(list(clip_result["probabilities"].values()), expected[0], atol=2e-6)
+    assert len(clip_result["segments"]) == len(spans) == len(windows) > 1
+    assert spans[0][0] == 0 and spans[-1][1] == pytest.approx(clip_result["duration"], abs=0.6)
+    for segment, (start, end), row in zip(clip_result["segments"], spans, expected[1:]):
+        assert (segment["start"], segment["end"]) == (round(start, 3), round(end, 3))
         np.testing.assert_allclose(list(segment["probabilities"].values()), row, atol=2e-6)
 
 

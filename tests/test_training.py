@@ -17,8 +17,8 @@ from emorec.cli import main  # noqa: E402
 from emorec.errors import InputError  # noqa: E402
 from emorec.image import face_input  # noqa: E402
 from emorec.labels import LABELS, preset  # noqa: E402
-from emorec.audio import load_audio, speech_frames  # noqa: E402
-from emorec.models import MODELS_DIR, Classifier, clip_features, softmax  # noqa: E402
+from emorec.audio import load_audio  # noqa: E402
+from emorec.models import MODELS_DIR, Classifier, softmax  # noqa: E402
 from emorec.predictor import Predictor  # noqa: E402
 from emorec.speech_features import YAMNetFeatures, speech_features  # noqa: E402
 
@@ -363,12 +363,12 @@ def test_train_speech_on_a_tiny_corpus(speech_run):
     assert Classifier(folder / "run").input["shape"].tolist() == [1, SPEECH_WIDTH]
 
 
-def test_speech_features_are_the_serving_features(predictor, real_features):
-    assert tuple(predictor.speech_model.card["yamnet_layers"]) == train.SPEECH_LAYERS
+def test_speech_features_are_the_serving_features(speech_run, real_features, tmp_path):
+    """Training's cached features of real clips are what a Predictor serving the head computes."""
+    served = Predictor(models_copy(tmp_path, speech=speech_run[0] / "run"))
     assert real_features.shape == (2, SPEECH_WIDTH) and real_features.dtype == np.float32
     for row, path in zip(real_features, REAL_CLIPS):
-        frames, _ = predictor.yamnet(speech_frames(load_audio(path)))
-        np.testing.assert_allclose(row, clip_features(frames), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(row, served.speech_front_end.timeline(load_audio(path))[0], rtol=1e-6, atol=1e-7)
 
 
 class CachedOnly:
