@@ -165,12 +165,27 @@ def evaluate(args):
         data = args.data or _missing("--data")
         if args.modality == "face":
             report = evaluation.evaluate_face(predictor, data, args.split or "private-test")
+            if args.calibrate:
+                _write_photo_temperature(predictor, report)
         else:
             report = evaluation.evaluate_speech(predictor, data, args.split or "test")
         name = f"metrics-{report['split']}"
     path = evaluation.write_report(report, folder, name, f"{args.modality}, {report['split']}")
-    print(f"{args.modality} on {report['split']}: accuracy {report['accuracy']:.2%}, "
+    balanced = f"balanced accuracy {report['balanced_accuracy']:.2%}, " if "balanced_accuracy" in report else ""
+    print(f"{args.modality} on {report['split']}: {balanced}accuracy {report['accuracy']:.2%}, "
           f"macro-F1 {report['macro_f1']:.3f} over {report['samples']} samples -> {path}")
+
+
+def _write_photo_temperature(predictor, report):
+    """`evaluate face --split photos-wild --calibrate`: the refitted temperature into the photo ensemble's card."""
+    if "calibration" not in report:
+        raise InputError("--calibrate needs --split photos-wild and photos with a face found")
+    path = predictor.models_dir / "face" / "model.json"
+    card = json.loads(path.read_text())
+    card["photo"] = {**card.get("photo", {}), "temperature": report["calibration"]["temperature"],
+                     "calibration": report["calibration"]}
+    path.write_text(json.dumps(card, indent=1) + "\n")
+    print(f"photo temperature {report['calibration']['temperature']:.3f} -> {path}")
 
 
 def _evaluate_fusion(args, predictor, evaluation):
@@ -291,9 +306,12 @@ def parser():
 
     command = commands.add_parser("evaluate", help="metrics JSON and confusion matrix of a model")
     command.add_argument("modality", choices=("face", "speech", "fusion"))
-    command.add_argument("--data", help="FER2013 folder or csv / RAVDESS folder (face, speech)")
-    command.add_argument("--split", choices=("train", "public-test", "private-test", "validation", "test"),
-                         help="default: private-test (face), test = actors 21-24 (speech)")
+    command.add_argument("--data", help="FER2013 folder or csv, or labelled photos / RAVDESS folder (face, speech)")
+    command.add_argument("--split", choices=("train", "public-test", "private-test", "photos-wild", "validation", "test"),
+                         help="default: private-test (face), test = actors 21-24 (speech); photos-wild (face): "
+                              "--data is a folder of labelled photos, detector on")
+    command.add_argument("--calibrate", action="store_true",
+                         help="face, photos-wild: refit the photo ensemble's temperature there, write it into the card")
     command.add_argument("--cross-validate", action="store_true",
                          help="speech: compare the recipes by 6-fold actor cross-validation (trains; minutes)")
     command.add_argument("--cache", default=".cache/embeddings", help="YAMNet feature cache (--cross-validate)")
