@@ -163,6 +163,8 @@ def evaluate(args):
         report, name = _evaluate_fusion(args, predictor, evaluation)
     else:
         data = args.data or _missing("--data")
+        if args.calibrate and (args.modality, args.split) != ("face", "photos-wild"):
+            raise InputError("--calibrate needs evaluate face --split photos-wild")
         if args.modality == "face":
             report = evaluation.evaluate_face(predictor, data, args.split or "private-test")
             if args.calibrate:
@@ -179,7 +181,7 @@ def evaluate(args):
 def _write_photo_temperature(predictor, report):
     """`evaluate face --split photos-wild --calibrate`: the refitted temperature into the photo ensemble's card."""
     if "calibration" not in report:
-        raise InputError("--calibrate needs --split photos-wild and photos with a face found")
+        raise InputError(f"{report['data']}: no face found in any photo, nothing to calibrate on")
     path = predictor.models_dir / "face" / "model.json"
     card = json.loads(path.read_text())
     card["photo"] = {**card.get("photo", {}), "temperature": report["calibration"]["temperature"],

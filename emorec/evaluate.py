@@ -101,12 +101,12 @@ def split_half_calibration(probabilities, targets, temperature):
     logits = temperature * log_probabilities(probabilities)  # the logits at temperature 1, up to a constant
     halves = np.arange(len(targets)) % 2
     held_out = []
-    for half in (0, 1):
+    for half in (0, 1) if len(targets) > 1 else ():
         fitted = calibrate(probabilities[halves == half], targets[halves == half], temperature)["temperature"]
         other = halves != half
         held_out.append(expected_calibration_error(softmax(logits[other], fitted), targets[other]))
     return {**calibrate(probabilities, targets, temperature),
-            "ece_held_out_split_half": round(float(np.mean(held_out)), 4)}
+            "ece_held_out_split_half": round(float(np.mean(held_out)), 4) if held_out else None}
 
 
 def evaluate_face_photos(predictor, data):

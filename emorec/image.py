@@ -92,17 +92,17 @@ def face_input(grey_face):
     return (face.astype(np.float32) / 255.0)[..., None]
 
 
-def align_crop(grey, detection, size=FACE_SIZE):
+def align_crop(grey, detection, size=FACE_SIZE, scale=CROP_SCALE):
     """Rotate a face upright on its eye landmarks and crop it square, FER2013-style.
 
     `detection` is a YuNet row: box x, y, w, h, then right eye, left eye, nose and mouth
-    corners as (x, y) pairs, then the score.
+    corners as (x, y) pairs, then the score. The crop's side is `scale` times the box's.
     """
     x, y, w, h = detection[:4]
     eye_a, eye_b = detection[4:6], detection[6:8]
     angle = np.degrees(np.arctan2(eye_b[1] - eye_a[1], eye_b[0] - eye_a[0]))
     centre = (float(x + w / 2), float(y + h / 2))
-    side = CROP_SCALE * max(w, h)
+    side = scale * max(w, h)
     matrix = cv2.getRotationMatrix2D(centre, angle, size / side)
     matrix[:, 2] += (size / 2 - centre[0], size / 2 - centre[1])
     return cv2.warpAffine(grey, matrix, (size, size), flags=cv2.INTER_AREA,
@@ -116,10 +116,10 @@ def landmark_transform(detection, template=TEMPLATE_112):
     return matrix
 
 
-def aligned_face_input(image, detection):
+def aligned_face_input(image, detection, template=TEMPLATE_112):
     """The aligned-face preprocessing: a BGR photo's face warped by its 5 landmarks onto the
     112x112 template, RGB, scaled to [-1, 1], channels first: float32 [3, 112, 112]."""
-    face = cv2.warpAffine(image, landmark_transform(detection), (112, 112))
+    face = cv2.warpAffine(image, landmark_transform(detection, template), (112, 112))
     return (cv2.cvtColor(face, cv2.COLOR_BGR2RGB).astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)
 
 
