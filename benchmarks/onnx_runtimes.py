@@ -61,7 +61,8 @@ def main():
     results = {}
     for runtime in ("onnxruntime", "cv2.dnn"):
         child = subprocess.run([sys.executable, __file__, "--runtime", runtime, "--reps", str(args.reps)],
-                               env={**os.environ, **common.ONE_THREAD}, capture_output=True, text=True, check=True)
+                               env={**os.environ, **common.ONE_THREAD}, capture_output=True, text=True,
+                               check=True)
         results[runtime] = json.loads(child.stdout.splitlines()[-1])
         print(runtime, results[runtime])
     ratio = results["cv2.dnn"]["latency_ms"]["p50"] / results["onnxruntime"]["latency_ms"]["p50"]

@@ -93,20 +93,23 @@ def balanced_accuracy(report, leave_out=()):
 
 
 def split_half_calibration(probabilities, targets, temperature):
-    """The temperature refit on all the photos, and the expected calibration error of a temperature
-    fitted on one half (alternate photos) measured on the other, averaged over both ways round."""
+    """The temperature refit on all the photos (its ECE measured on the same photos), and, honestly
+    held out, the expected calibration error on each half (alternate photos) of a temperature fitted
+    on the other half, beside the ECE at temperature 1 on the same halves (both averaged)."""
     from .calibration import calibrate, expected_calibration_error, log_probabilities
     from .models import softmax
 
     logits = temperature * log_probabilities(probabilities)  # the logits at temperature 1, up to a constant
     halves = np.arange(len(targets)) % 2
-    held_out = []
+    refitted, unscaled = [], []
     for half in (0, 1) if len(targets) > 1 else ():
         fitted = calibrate(probabilities[halves == half], targets[halves == half], temperature)["temperature"]
         other = halves != half
-        held_out.append(expected_calibration_error(softmax(logits[other], fitted), targets[other]))
+        refitted.append(expected_calibration_error(softmax(logits[other], fitted), targets[other]))
+        unscaled.append(expected_calibration_error(softmax(logits[other]), targets[other]))
     return {**calibrate(probabilities, targets, temperature),
-            "ece_held_out_split_half": round(float(np.mean(held_out)), 4) if held_out else None}
+            "split_half_ece_temperature_1": round(float(np.mean(unscaled)), 4) if unscaled else None,
+            "split_half_ece_refitted": round(float(np.mean(refitted)), 4) if refitted else None}
 
 
 def evaluate_face_photos(predictor, data):

@@ -78,7 +78,8 @@ def test_shipped_card_mixes_the_cnn_and_the_aligned_face_model(predictor):
     picture = load_image(ASTRONAUT)
     detections = predictor.detector.detect(picture)[:1]
     (cnn, _, cnn_weight), (other, _, other_weight) = predictor.face_model.photo_members
-    crop = align_crop(cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY), detections[0])[None, :, :, None] / np.float32(255)
+    grey = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
+    crop = align_crop(grey, detections[0])[None, :, :, None] / np.float32(255)
     cnn_logits = (cnn(crop) + cnn(crop[:, :, ::-1])) / 2  # the card asks for flip averaging
     other_logits = other(aligned_face_input(picture, detections[0])[None])
     expected = softmax(log_linear([cnn_logits, other_logits], [cnn_weight, other_weight]),
@@ -89,13 +90,15 @@ def test_shipped_card_mixes_the_cnn_and_the_aligned_face_model(predictor):
 
 
 def test_cnn_only_photo_card_matches_the_crops_path(tmp_path, predictor):
-    folder = models_copy(tmp_path, face_card={"photo": {"members": [
-        {"file": "model.tflite", "input": "crop", "weight": 1.0}], "temperature": predictor.face_model.temperature}})
+    cnn_only = {"members": [{"file": "model.tflite", "input": "crop", "weight": 1.0}],
+                "temperature": predictor.face_model.temperature}
+    folder = models_copy(tmp_path, face_card={"photo": cnn_only})
     alone = Predictor(folder)
     picture = load_image(ASTRONAUT)
     detections = alone.detector.detect(picture)
     crops = [align_crop(cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY), d) for d in detections]
-    np.testing.assert_allclose(alone.classify_photo_faces(picture, detections), alone.classify_faces(crops), atol=1e-6)
+    np.testing.assert_allclose(alone.classify_photo_faces(picture, detections), alone.classify_faces(crops),
+                               atol=1e-6)
     assert alone.classify_photo_faces(picture, detections)[0] != pytest.approx(
         predictor.classify_photo_faces(picture, detections)[0], abs=1e-4)  # the second member counts
 
@@ -104,7 +107,8 @@ def test_crops_never_use_the_aligned_face_model(predictor):
     crop = np.full((48, 48), 120, np.uint8)
     crop[14:20, 10:38] = 40
     result = predictor.predict_face(image_bytes(crop), crops=True)
-    np.testing.assert_allclose(list(result["probabilities"].values()), predictor.classify_faces([crop])[0], atol=1e-6)
+    np.testing.assert_allclose(list(result["probabilities"].values()), predictor.classify_faces([crop])[0],
+                               atol=1e-6)
 
 
 # ---- low resolution -----------------------------------------------------------------------
@@ -144,7 +148,8 @@ def photo_folder(tmp_path):
 
 
 def test_labelled_photos_from_the_csv_or_the_folders(photo_folder):
-    expected = [(str(photo_folder / "happy" / "astronaut.png"), 3), (str(photo_folder / "sad" / "chelsea.png"), 5)]
+    expected = [(str(photo_folder / "happy" / "astronaut.png"), 3),
+                (str(photo_folder / "sad" / "chelsea.png"), 5)]
     assert datasets.labelled_photos(photo_folder) == expected
     (photo_folder / "labels.csv").unlink()
     assert datasets.labelled_photos(photo_folder) == expected
@@ -161,7 +166,8 @@ def test_labelled_photos_errors(tmp_path, photo_folder):
 
 
 def test_evaluate_face_on_labelled_photos(tmp_path, photo_folder):
-    result = run_cli("evaluate", "face", "--data", photo_folder, "--split", "photos-wild", "--out", tmp_path / "out")
+    result = run_cli("evaluate", "face", "--data", photo_folder, "--split", "photos-wild",
+                     "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "out" / "metrics-photos-wild.json").read_text())
     assert (tmp_path / "out" / "metrics-photos-wild.png").stat().st_size > 0
