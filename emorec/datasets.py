@@ -1,4 +1,4 @@
-"""Dataset adapters: FER2013 (Kaggle folders or csv), labelled photos, speech corpora by file-name convention."""
+"""Dataset adapters: FER2013 (Kaggle folders or csv), labelled photos, speech corpora by file name."""
 
 import csv
 import re

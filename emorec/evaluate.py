@@ -136,9 +136,10 @@ def evaluate_face_photos(predictor, data):
     if RARE_CLASS in predictor.labels:
         report[f"balanced_accuracy_without_{RARE_CLASS}"] = balanced_accuracy(report, (RARE_CLASS,))
     report["no_face"] = int((~found).sum())
-    report["low_resolution"] = sum(result["faces"][0]["low_resolution"] for result in results if result["faces"])
-    if found.any():
-        probabilities = np.array([list(result["probabilities"].values()) for result in results if result["faces"]])
+    with_face = [result for result in results if result["faces"]]
+    report["low_resolution"] = sum(result["faces"][0]["low_resolution"] for result in with_face)
+    if with_face:
+        probabilities = np.array([list(result["probabilities"].values()) for result in with_face])
         report["ece"] = round(expected_calibration_error(probabilities, targets[found]), 4)
         report["calibration"] = split_half_calibration(probabilities, targets[found],
                                                        predictor.face_model.photo_temperature)

@@ -16,6 +16,7 @@ MODELS_DIR = Path(os.environ.get("EMOREC_MODELS", Path(__file__).resolve().paren
 SPEECH_CLASS = 0  # YAMNet's AudioSet class "Speech"
 EMBEDDING_TENSOR = "yamnet_frames/global_average_pooling2d/Mean"
 LAYER_TENSOR = "yamnet_frames/layer{}/pointwise_conv/relu/Relu"
+PHOTO_INPUTS = ("crop", "aligned")  # a photo member's input: FER2013-style grey crop, 112x112 aligned colour face
 
 
 def softmax(logits, temperature=1.0, axis=-1):
@@ -121,7 +122,8 @@ class Classifier:
         def load(name):
             path = (folder / name).resolve()
             if path not in loaded:
-                loaded[path] = ONNXModel(path, threads) if path.suffix == ".onnx" else TFLiteModel(path, threads)
+                runtime = ONNXModel if path.suffix == ".onnx" else TFLiteModel
+                loaded[path] = runtime(path, threads)
             return loaded[path]
 
         self.members = [load(name) for name in self.card.get("ensemble", ["model.tflite"])]
@@ -131,6 +133,10 @@ class Classifier:
         photo = self.card.get("photo", {})
         self.photo_members = [(load(member["file"]), member["input"], float(member["weight"]))
                               for member in photo.get("members", [])]
+        unknown = {kind for _, kind, _ in self.photo_members} - set(PHOTO_INPUTS)
+        if unknown:
+            raise ValueError(f"{folder / 'model.json'}: unknown photo member input {sorted(unknown)}; "
+                             f"choose from {', '.join(PHOTO_INPUTS)}")
         self.photo_temperature = float(photo.get("temperature", self.temperature))
         self.low_resolution_px = float(photo.get("low_resolution_px", 0))
 

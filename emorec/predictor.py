@@ -82,7 +82,8 @@ class Predictor:
         else:
             detections = sorted(self.detector.detect(picture), key=lambda d: -d[2] * d[3])
             if not len(detections):
-                return {"status": "no_face", "faces": [], "label": None, "confidence": None, "probabilities": None}
+                return {"status": "no_face", "faces": [], "label": None, "confidence": None,
+                        "probabilities": None}
             boxes = [[int(round(v)) for v in d[:4]] for d in detections]
             probabilities = self.classify_photo_faces(picture, detections)
         found = [{"box": box, "low_resolution": bool(max(box[2:]) < self.face_model.low_resolution_px),

@@ -103,6 +103,13 @@ def test_cnn_only_photo_card_matches_the_crops_path(tmp_path, predictor):
         predictor.classify_photo_faces(picture, detections)[0], abs=1e-4)  # the second member counts
 
 
+def test_unknown_photo_member_input_is_refused(tmp_path):
+    folder = models_copy(tmp_path, face_card={"photo": {"members": [
+        {"file": "model.tflite", "input": "thermal", "weight": 1.0}]}})
+    with pytest.raises(ValueError, match="unknown photo member input"):
+        Predictor(folder)
+
+
 def test_crops_never_use_the_aligned_face_model(predictor):
     crop = np.full((48, 48), 120, np.uint8)
     crop[14:20, 10:38] = 40
@@ -187,3 +194,15 @@ def test_evaluate_photos_bad_input(tmp_path):
     result = run_cli("evaluate", "face", "--data", tmp_path, "--split", "public-test", "--calibrate")
     assert result.returncode == 2 and error_lines(result.stderr) == [
         "emorec: error: --calibrate needs evaluate face --split photos-wild"]
+
+
+def test_split_half_calibration_finds_overconfidence():
+    """Labels drawn from softmax(logits / 2): the model is over-confident by a temperature of 2."""
+    from emorec.evaluate import split_half_calibration
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 7))
+    targets = np.array([rng.choice(7, p=p) for p in softmax(logits, 2.0)])
+    report = split_half_calibration(softmax(logits), targets, 1.0)
+    assert report["temperature"] == pytest.approx(2.0, rel=0.1)
+    assert report["split_half_ece_refitted"] < report["split_half_ece_temperature_1"] / 2
