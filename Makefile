@@ -26,12 +26,15 @@ test: $(VENV)/bin/python
 	$(VENV)/bin/python -m pytest -q
 
 # Temperatures and fusion rule (validation), then the reports written next to each model:
-# faces on PublicTest and PrivateTest, speech on actors 17-20 and 21-24 and nEMO's test speakers, fusion on the
-# validation and test pseudo-pairs (with the certainty exponents compared).
+# faces on PublicTest and PrivateTest, the photo path's temperature and report on photos_wild,
+# speech on actors 17-20 and 21-24 and nEMO's test speakers, fusion on the validation and test
+# pseudo-pairs (with the certainty exponents compared).
 reports: $(VENV)/bin/python
 	$(VENV)/bin/pip install -q -e '.[train]'
 	$(EMOREC) calibrate --faces $(FER) --speech $(RAVDESS)
 	for split in public-test private-test; do $(EMOREC) evaluate face --data $(FER) --split $$split || exit 1; done
+	$(EMOREC) evaluate face --data $(SHARED)/data/photos_wild --split photos-wild --calibrate
+	$(EMOREC) evaluate face --data $(SHARED)/data/photos_wild --split photos-wild
 	for split in validation test; do $(EMOREC) evaluate speech --data $(RAVDESS) --split $$split || exit 1; done
 	$(EMOREC) evaluate speech --data $(NEMO) --split test
 	for pairs in models/fusion/pairs-validation-x10.csv models/fusion/pairs-test.csv; do \

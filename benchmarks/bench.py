@@ -73,6 +73,8 @@ def rows(results):
              ("gunicorn ready", "http", "ready_s", "s"), ("gunicorn worker RSS", "http", "worker_rss_mb", "MB")]
     found = [(name, results["emorec"][part][key], results["baseline"][part][key], unit, False)
              for name, part, key, unit in table]
+    found += [(f"{kind} p50 CPU time in-process", results["emorec"]["process"]["cpu_ms"][kind]["p50"],
+               results["baseline"]["process"]["cpu_ms"][kind]["p50"], "ms", True) for kind in KINDS]
     for part, where in (("process", "in-process"), ("http", "HTTP")):
         for kind in KINDS:
             for point in ("p50", "p95"):
@@ -82,14 +84,14 @@ def rows(results):
 
 
 def targets(results):
-    """(target, measured, passed) against issue 7's goals."""
+    """(target, measured, passed) against issue 7's goals (the photo latency as issue 21 revised it)."""
     ours = results["emorec"]
     worker_mb = max(ours["process"]["rss_after_mb"], ours["http"]["worker_rss_mb"])
     speedups = {kind: results["baseline"]["http"]["latency_ms"][kind]["p50"] / ours["http"]["latency_ms"][kind]["p50"]
                 for kind in KINDS}
     slowest = min(speedups, key=speedups.get)
     photo, clip = (ours["process"]["latency_ms"][kind]["p50"] for kind in ("photo", "clip5"))
-    return [("photo p50 <= 20 ms (in-process)", f"{photo:.1f} ms", photo <= 20),
+    return [("photo p50 <= 30 ms (in-process; issue 21, two face models)", f"{photo:.1f} ms", photo <= 30),
             ("5 s clip p50 <= 40 ms (in-process)", f"{clip:.1f} ms", clip <= 40),
             ("ready <= 1 s (fresh process)", f"{ours['process']['ready_s']:.2f} s", ours["process"]["ready_s"] <= 1),
             ("<= 250 MB per worker (max RSS after requests)", f"{worker_mb:.0f} MB", worker_mb <= 250),

@@ -100,6 +100,8 @@ def train(args):
 
 def evaluate(args):
     from . import evaluate as evaluation
+    if args.calibrate and (args.modality, args.split) != ("face", "photos-wild"):
+        raise InputError("--calibrate needs evaluate face --split photos-wild")
     if args.modality == "speech" and not args.cross_validate:
         return _evaluate_speech(args, evaluation)
     predictor = _predictor(args)
@@ -111,9 +113,12 @@ def evaluate(args):
     else:
         report = evaluation.evaluate_face(predictor, args.data or _missing("--data"),
                                           args.split or "private-test")
+        if args.calibrate:
+            _write_photo_temperature(predictor, report)
         name = f"metrics-{report['split']}"
     path = evaluation.write_report(report, folder, name, f"{args.modality}, {report['split']}")
-    print(f"{args.modality} on {report['split']}: accuracy {report['accuracy']:.2%}, "
+    balanced = f"balanced accuracy {report['balanced_accuracy']:.2%}, " if "balanced_accuracy" in report else ""
+    print(f"{args.modality} on {report['split']}: {balanced}accuracy {report['accuracy']:.2%}, "
           f"macro-F1 {report['macro_f1']:.3f} over {report['samples']} samples -> {path}")
 
 
@@ -134,6 +139,18 @@ def _evaluate_speech(args, evaluation):
           f"{shared['balanced_accuracy']:.2%} over {shared['samples']} clips"
           + (f" ({len(report['undecodable_left_out'])} undecodable clips left out)"
              if report["undecodable_left_out"] else "") + f" -> {path}")
+
+
+def _write_photo_temperature(predictor, report):
+    """`evaluate face --split photos-wild --calibrate`: the refitted temperature into the photo ensemble's card."""
+    if "calibration" not in report:
+        raise InputError(f"{report['data']}: no face found in any photo, nothing to calibrate on")
+    path = predictor.models_dir / "face" / "model.json"
+    card = json.loads(path.read_text())
+    card["photo"] = {**card.get("photo", {}), "temperature": report["calibration"]["temperature"],
+                     "calibration": report["calibration"]}
+    path.write_text(json.dumps(card, indent=1) + "\n")
+    print(f"photo temperature {report['calibration']['temperature']:.3f} -> {path}")
 
 
 def _evaluate_fusion(args, predictor, evaluation):
@@ -277,13 +294,17 @@ def parser():
 
     command = commands.add_parser("evaluate", help="metrics JSON and confusion matrix of a model")
     command.add_argument("modality", choices=("face", "speech", "fusion"))
-    command.add_argument("--data", help="FER2013 folder or csv / speech corpus folder (RAVDESS, nEMO)")
-    command.add_argument("--split", choices=("train", "public-test", "private-test", "validation", "test",
-                                             "all"),
-                         help="default: private-test (face), test (speech: RAVDESS actors 21-24, nEMO KD0, WR0)")
+    command.add_argument("--data", help="FER2013 folder or csv, a folder of labelled photos (face, --split "
+                         "photos-wild) / speech corpus folder (RAVDESS, nEMO)")
+    command.add_argument("--split", choices=("train", "public-test", "private-test", "photos-wild", "validation",
+                                             "test", "all"),
+                         help="default: private-test (face), test (speech: RAVDESS actors 21-24, nEMO KD0, WR0); "
+                         "photos-wild (face): --data is a folder of labelled photos, detector on")
     command.add_argument("--model", help="speech: a trained head's folder (default: the bundled speech model)")
     command.add_argument("--channel", choices=CHANNELS, help="speech: every clip through this codec or the "
                          "telephone band first")
+    command.add_argument("--calibrate", action="store_true",
+                         help="face, photos-wild: refit the photo ensemble's temperature there, write it into the card")
     command.add_argument("--cross-validate", action="store_true",
                          help="speech: compare the recipes by 6-fold actor cross-validation (trains; minutes)")
     command.add_argument("--cache", default=".cache/embeddings", help="speech feature cache (per front end)")

@@ -1,4 +1,5 @@
-"""Dataset adapters: FER2013 (Kaggle folders or csv), speech corpora by file-name convention, and nEMO."""
+"""Dataset adapters: FER2013 (Kaggle folders, csv or a pack), labelled photos, speech corpora by file
+name, and nEMO."""
 
 import csv
 import re
@@ -96,6 +97,31 @@ def _fer2013_pack(path, usage):
     for start, end, target, name in zip(offsets[:-1], offsets[1:], arrays[f"{usage}_targets"],
                                         arrays[f"{usage}_names"]):
         yield cv2.imdecode(data[start:end], cv2.IMREAD_GRAYSCALE), str(arrays["labels"][target]), str(name)
+
+
+def labelled_photos(path, labels=label_maps.LABELS):
+    """(photo path, label index) of a folder of real photos, e.g. photos_wild, sorted by path.
+
+    The labels come from `<path>/labels.csv` (columns image, label; image relative to the folder)
+    or, without one, from each file's folder name (`<label>/<photo>`). Other labels are left out.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: no folder of labelled photos there")
+    table = path / "labels.csv"
+    if table.exists():
+        with open(table, newline="") as handle:
+            reader = csv.DictReader(handle)
+            if not {"image", "label"} <= set(reader.fieldnames or ()):
+                raise InputError(f"{table}: a labels csv needs the columns image, label")
+            rows = [(path / row["image"], row["label"]) for row in reader]
+    else:
+        rows = [(file, file.parent.name) for file in path.glob("*/*")
+                if file.is_file() and not file.name.startswith(".")]
+    photos = sorted((str(file), labels.index(label)) for file, label in rows if label in labels)
+    if not photos:
+        raise InputError(f"{path}: no photos labelled {', '.join(labels)} found")
+    return photos
 
 
 # Each corpus named by its files: a file-name pattern, and how its match gives (label, speaker).

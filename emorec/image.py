@@ -15,6 +15,9 @@ FACE_SIZE = 48
 MAX_PIXELS = int(os.environ.get("EMOREC_MAX_IMAGE_PIXELS", 40_000_000))
 FORMATS = {"JPEG", "PNG", "BMP", "WEBP", "MPO"}  # MPO: multi-picture JPEG from phone cameras
 CROP_SCALE = 0.95  # crop side / YuNet box side: matches the framing of FER2013 crops
+# Where a 112x112 aligned face has its eyes, nose tip and mouth corners (the RAF-DB MobileFaceNet's template)
+TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                         [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
 DETECT_MAX_SIDE = 1280  # photos are searched for faces at most this large
 MAX_SIDE = 1 << 20  # OpenCV's decoders refuse a wider or taller image
 _QUIET = threading.Lock()  # one silenced header read at a time, so catch_warnings restores the filters it saved
@@ -89,21 +92,35 @@ def face_input(grey_face):
     return (face.astype(np.float32) / 255.0)[..., None]
 
 
-def align_crop(grey, detection, size=FACE_SIZE):
+def align_crop(grey, detection, size=FACE_SIZE, scale=CROP_SCALE):
     """Rotate a face upright on its eye landmarks and crop it square, FER2013-style.
 
     `detection` is a YuNet row: box x, y, w, h, then right eye, left eye, nose and mouth
-    corners as (x, y) pairs, then the score.
+    corners as (x, y) pairs, then the score. The crop's side is `scale` times the box's.
     """
     x, y, w, h = detection[:4]
     eye_a, eye_b = detection[4:6], detection[6:8]
     angle = np.degrees(np.arctan2(eye_b[1] - eye_a[1], eye_b[0] - eye_a[0]))
     centre = (float(x + w / 2), float(y + h / 2))
-    side = CROP_SCALE * max(w, h)
+    side = scale * max(w, h)
     matrix = cv2.getRotationMatrix2D(centre, angle, size / side)
     matrix[:, 2] += (size / 2 - centre[0], size / 2 - centre[1])
     return cv2.warpAffine(grey, matrix, (size, size), flags=cv2.INTER_AREA,
                           borderMode=cv2.BORDER_REPLICATE)
+
+
+def landmark_transform(detection, template=TEMPLATE_112):
+    """The similarity transform (2x3) taking a YuNet row's 5 landmarks onto the template."""
+    landmarks = np.asarray(detection[4:14], np.float32).reshape(5, 2)
+    matrix, _ = cv2.estimateAffinePartial2D(landmarks, template, method=cv2.LMEDS)
+    return matrix
+
+
+def aligned_face_input(image, detection, template=TEMPLATE_112):
+    """The aligned-face preprocessing: a BGR photo's face warped by its 5 landmarks onto the
+    112x112 template, RGB, scaled to [-1, 1], channels first: float32 [3, 112, 112]."""
+    face = cv2.warpAffine(image, landmark_transform(detection, template), (112, 112))
+    return (cv2.cvtColor(face, cv2.COLOR_BGR2RGB).astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)
 
 
 class FaceDetector:

@@ -1,4 +1,4 @@
-"""The bundled model files and the LiteRT runtime that serves them (no TensorFlow)."""
+"""The bundled model files and the runtimes that serve them: LiteRT, ONNX Runtime (no TensorFlow)."""
 
 import contextlib
 import json
@@ -16,6 +16,7 @@ MODELS_DIR = Path(os.environ.get("EMOREC_MODELS", Path(__file__).resolve().paren
 SPEECH_CLASS = 0  # YAMNet's AudioSet class "Speech"
 EMBEDDING_TENSOR = "yamnet_frames/global_average_pooling2d/Mean"
 LAYER_TENSOR = "yamnet_frames/layer{}/pointwise_conv/relu/Relu"
+PHOTO_INPUTS = ("crop", "aligned")  # a photo member's input: FER2013-style grey crop, 112x112 aligned colour face
 
 
 def softmax(logits, temperature=1.0, axis=-1):
@@ -23,6 +24,17 @@ def softmax(logits, temperature=1.0, axis=-1):
     scaled = np.asarray(logits, np.float64) / temperature
     scaled = np.exp(scaled - scaled.max(axis=axis, keepdims=True))
     return scaled / scaled.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(logits):
+    """Log-probabilities of logits, along the last axis."""
+    shifted = np.asarray(logits, np.float64) - np.max(logits, axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def log_linear(member_logits, weights):
+    """A weighted log-linear mix: the weighted sum of each member's log-probabilities."""
+    return sum(weight * log_softmax(logits) for logits, weight in zip(member_logits, weights))
 
 
 @contextlib.contextmanager
@@ -74,19 +86,59 @@ class TFLiteModel:
             return self._run(np.asarray(batch))
 
 
+class ONNXModel:
+    """A batch-1 .onnx model (logits out) run by ONNX Runtime; called on a batch one item at a time."""
+
+    def __init__(self, path, threads=1):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        # the extended optimisations' channel-blocked layouts made the face model ~15 % slower here
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch):
+        return np.concatenate([self.session.run(None, {self.input_name: item[None].astype(np.float32)})[0]
+                               for item in np.asarray(batch)])
+
+
 class Classifier:
     """A trained emotion model: .tflite files (logits out) beside model.json (labels, temperature).
 
     The card's "ensemble" lists the .tflite files whose logits are averaged (default: model.tflite).
+    Its optional "photo" section is the ensemble for faces found in photos: "members", each a model
+    file (relative to the card; .tflite or .onnx), the input it takes ("crop": FER2013-style grey
+    crop, "aligned": the 112x112 landmark-aligned colour face) and the weight of its log-probabilities,
+    plus the temperature of their weighted sum (see `log_linear`) and the `low_resolution_px` threshold.
     """
 
     def __init__(self, folder, threads=1):
         folder = Path(folder)
         self.card = json.loads((folder / "model.json").read_text())
-        self.members = [TFLiteModel(folder / name, threads) for name in self.card.get("ensemble", ["model.tflite"])]
+        loaded = {}
+
+        def load(name):
+            path = (folder / name).resolve()
+            if path not in loaded:
+                runtime = ONNXModel if path.suffix == ".onnx" else TFLiteModel
+                loaded[path] = runtime(path, threads)
+            return loaded[path]
+
+        self.members = [load(name) for name in self.card.get("ensemble", ["model.tflite"])]
         self.input = self.members[0].input
         self.labels = tuple(self.card["labels"])
         self.temperature = float(self.card.get("temperature", 1.0))
+        photo = self.card.get("photo", {})
+        self.photo_members = [(load(member["file"]), member["input"], float(member["weight"]))
+                              for member in photo.get("members", [])]
+        unknown = {kind for _, kind, _ in self.photo_members} - set(PHOTO_INPUTS)
+        if unknown:
+            raise ValueError(f"{folder / 'model.json'}: unknown photo member input {sorted(unknown)}; "
+                             f"choose from {', '.join(PHOTO_INPUTS)}")
+        self.photo_temperature = float(photo.get("temperature", self.temperature))
+        self.low_resolution_px = float(photo.get("low_resolution_px", 0))
 
     def __call__(self, batch):
         """Logits of a batch, averaged over the ensemble's members."""

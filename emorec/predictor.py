@@ -9,8 +9,8 @@ import numpy as np
 from . import fusion
 from .audio import SAMPLE_RATE, load_audio, speech_frames
 from .errors import InputError
-from .image import FaceDetector, align_crop, face_input, load_image
-from .models import MODELS_DIR, Classifier, YAMNet, softmax
+from .image import FaceDetector, align_crop, aligned_face_input, face_input, load_image
+from .models import MODELS_DIR, Classifier, YAMNet, log_linear, softmax
 from .speech_features import front_end
 
 SPEECH_THRESHOLD = 0.08  # RAVDESS speech scores >= 0.11 on YAMNet's "Speech" class; silence, noise, tones <= 0.03
@@ -46,30 +46,50 @@ class Predictor:
         return {"label": self.labels[index], "confidence": round(float(probabilities[index]), 6),
                 "probabilities": {label: round(float(p), 6) for label, p in zip(self.labels, probabilities)}}
 
-    def classify_faces(self, faces):
-        """Probabilities [n, classes] for grey face crops of any size (FER2013 framing)."""
+    def _crop_logits(self, model, faces):
+        """A model's logits for grey face crops of any size, mirror images averaged in if the card says so."""
         batch = np.stack([face_input(face) for face in faces])
         if self.face_model.card.get("flip_tta"):  # each face and its mirror image, in one call
-            both = self.face_model(np.concatenate([batch, batch[:, :, ::-1]]))
-            logits = (both[:len(batch)] + both[len(batch):]) / 2
-        else:
-            logits = self.face_model(batch)
-        return softmax(logits, self.face_model.temperature)
+            both = model(np.concatenate([batch, batch[:, :, ::-1]]))
+            return (both[:len(batch)] + both[len(batch):]) / 2
+        return model(batch)
+
+    def classify_faces(self, faces):
+        """Probabilities [n, classes] for grey face crops of any size (FER2013 framing)."""
+        return softmax(self._crop_logits(self.face_model, faces), self.face_model.temperature)
+
+    def classify_photo_faces(self, picture, detections):
+        """Probabilities [n, classes] for the faces YuNet found in a BGR photo: the card's photo
+        ensemble (crops alone through `classify_faces` when the card has none)."""
+        grey = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
+        crops = [align_crop(grey, d) for d in detections]
+        if not self.face_model.photo_members:
+            return self.classify_faces(crops)
+        logits = [self._crop_logits(model, crops) if kind == "crop"
+                  else model(np.stack([aligned_face_input(picture, d) for d in detections]))
+                  for model, kind, _ in self.face_model.photo_members]
+        mixed = log_linear(logits, [weight for _, _, weight in self.face_model.photo_members])
+        return softmax(mixed, self.face_model.photo_temperature)
 
     def predict_face(self, image, crops=False):
-        """Every face in a photo (largest first), or the whole image as one crop with `crops`."""
+        """Every face in a photo (largest first), or the whole image as one crop with `crops`.
+
+        A face whose detector box is under the card's `low_resolution_px` on its longer side is
+        flagged `low_resolution`: too few pixels to read an expression reliably.
+        """
         picture = load_image(image)
-        grey = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
         if crops:
-            boxes, faces = [[0, 0, grey.shape[1], grey.shape[0]]], [grey]
+            boxes = [[0, 0, picture.shape[1], picture.shape[0]]]
+            probabilities = self.classify_faces([cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)])
         else:
             detections = sorted(self.detector.detect(picture), key=lambda d: -d[2] * d[3])
+            if not len(detections):
+                return {"status": "no_face", "faces": [], "label": None, "confidence": None,
+                        "probabilities": None}
             boxes = [[int(round(v)) for v in d[:4]] for d in detections]
-            faces = [align_crop(grey, d) for d in detections]
-        if not faces:
-            return {"status": "no_face", "faces": [], "label": None, "confidence": None, "probabilities": None}
-        probabilities = self.classify_faces(faces)
-        found = [{"box": box, **self._result(p)} for box, p in zip(boxes, probabilities)]
+            probabilities = self.classify_photo_faces(picture, detections)
+        found = [{"box": box, "low_resolution": bool(max(box[2:]) < self.face_model.low_resolution_px),
+                  **self._result(p)} for box, p in zip(boxes, probabilities)]
         return {"status": "ok", "faces": found, **self._result(probabilities[0])}
 
     def predict_speech(self, audio):

@@ -152,7 +152,10 @@ def openapi_document(labels, max_upload_bytes):
     schemas = {
         "Probabilities": _object({name: share for name in labels}),
         "Face": _object({"box": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4,
-                                 "description": "x, y, width, height in image pixels"}, **prediction}),
+                                 "description": "x, y, width, height in image pixels"},
+                         "low_resolution": {"type": "boolean",
+                                            "description": "the face is too small to read reliably"},
+                         **prediction}),
         "FaceResult": _object({"status": {"enum": ["ok", "no_face"]},
                                "faces": {"type": "array", "items": _ref("Face"),
                                          "description": "largest first; the top-level prediction is the first"},

@@ -144,7 +144,7 @@ def test_flip_test_time_augmentation(tmp_path, predictor):
 def test_predict_face_result_shape(predictor, astronaut):
     result = predictor.predict_face(astronaut)
     assert set(result) == {"status", "faces", "label", "confidence", "probabilities"}
-    assert set(result["faces"][0]) == {"box", "label", "confidence", "probabilities"}
+    assert set(result["faces"][0]) == {"box", "low_resolution", "label", "confidence", "probabilities"}
     assert_valid_result(result, LABELS)
 
 

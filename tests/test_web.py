@@ -16,7 +16,7 @@ ASTRONAUT = SHARED / "samples" / "astronaut.png"
 CHELSEA = SHARED / "samples" / "chelsea.png"
 CLIP = SHARED / "data" / "ravdess_speech_16k" / "Actor_21" / "03-01-05-02-01-01-21.wav"
 STATIC = Path(__file__).resolve().parents[1] / "emorec" / "static"
-TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float)}
+TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "boolean": bool}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def problems(value, schema, schemas, where="$"):
     if schema.get("type") == "null":
         return [] if value is None else [f"{where}: {value!r} is not null"]
     kind = schema.get("type")
-    if kind and (not isinstance(value, TYPES[kind]) or isinstance(value, bool)):
+    if kind and (not isinstance(value, TYPES[kind]) or isinstance(value, bool) != (kind == "boolean")):
         return [f"{where}: {value!r} is not {kind}"]
     found = []
     if "enum" in schema and value not in schema["enum"] or "const" in schema and value != schema["const"]:
