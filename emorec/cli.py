@@ -11,7 +11,9 @@ from . import fusion
 from .errors import InputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".webm"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm"}  # a .webm with no video stream is audio
+SUFFIXES = {"face": IMAGE_SUFFIXES, "video": VIDEO_SUFFIXES, "speech": AUDIO_SUFFIXES}
 
 
 def _predictor(args):
@@ -21,9 +23,12 @@ def _predictor(args):
 
 def _describe(result):
     """Human-readable lines for a predict result."""
-    lines = []
+    lines, timeline_lines = [], []
     face, speech, fused = result["face"], result["speech"], result["fusion"]
-    if face is not None:
+    if "timeline" in result:
+        from .timeline import describe
+        lines, timeline_lines = describe(result)
+    elif face is not None:
         if face["status"] == "no_face":
             lines.append("face:   no face found")
         for number, found in enumerate(face["faces"], 1):
@@ -40,13 +45,20 @@ def _describe(result):
         lines.append(f"fusion: {fused['label']} ({fused['confidence']:.0%}) from "
                      f"{' + '.join(fused['sources'])} [weights {weights}; applied {applied}]")
         lines += [f"  {label:<9}{'█' * round(p * 30):<31}{p:.1%}" for label, p in fused["probabilities"].items()]
-    return "\n".join(lines)
+    return "\n".join(lines + timeline_lines)
 
 
 def predict(args):
-    if args.image is None and args.audio is None:
-        raise InputError("give --image, --audio, or both")
-    result = _predictor(args).predict(args.image, args.audio, args.weights, args.crops)
+    if args.video is not None:
+        if args.image is not None or args.audio is not None:
+            raise InputError("give --video alone: its own frames and sound are the face and the speech")
+        from .video import DEFAULT_FPS
+        fps = DEFAULT_FPS if args.fps is None else args.fps
+        result = _predictor(args).predict_video(args.video, fps, args.weights)
+    elif args.image is None and args.audio is None:
+        raise InputError("give --image, --audio, both, or --video")
+    else:
+        result = _predictor(args).predict(args.image, args.audio, args.weights, args.crops)
     print(json.dumps(result, indent=2) if args.json else _describe(result))
 
 
@@ -56,9 +68,9 @@ def _inputs(paths, modality):
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
             suffix = file.suffix.lower()
-            kind = modality if modality != "auto" else (
-                "face" if suffix in IMAGE_SUFFIXES else "speech" if suffix in AUDIO_SUFFIXES else None)
-            known = suffix in (IMAGE_SUFFIXES if kind == "face" else AUDIO_SUFFIXES)
+            kind = modality if modality != "auto" else next(
+                (name for name, suffixes in SUFFIXES.items() if suffix in suffixes), None)
+            known = suffix in SUFFIXES.get(kind, ())
             if path.is_dir() and not known:
                 continue
             yield str(file), kind
@@ -82,7 +94,7 @@ class _Writer:
         self.path = Path(path)
         if self.path.suffix not in (".jsonl", ".csv"):
             raise InputError(f"{path}: --out must end in .jsonl or .csv")
-        self.labels = labels
+        self.labels, self.extra = labels, extra
         try:
             self.handle = open(self.path, "w", newline="")
         except OSError as error:
@@ -96,15 +108,14 @@ class _Writer:
             self.handle.write(json.dumps(row) + "\n")
         else:
             probabilities = row.get("probabilities") or {}
-            self.csv.writerow([row[key] for key in row if key not in
-                               ("label", "confidence", "probabilities", "error")]
-                              + [row.get("label"), row.get("confidence")]
+            self.csv.writerow([row.get(key) for key in [*self.extra, "status", "label", "confidence"]]
                               + [probabilities.get(label, "") for label in self.labels] + [row.get("error", "")])
         self.handle.flush()
 
 
 def _summary(result):
-    return {key: result.get(key) for key in ("status", "label", "confidence", "probabilities")}
+    return ({key: result.get(key) for key in ("status", "label", "confidence", "probabilities")}
+            | {key: result[key] for key in ("face_label", "speech_label") if key in result})
 
 
 def batch(args):
@@ -119,12 +130,17 @@ def batch(args):
     else:
         if not args.paths:
             raise InputError("give files or folders to predict, or --pairs")
+        inputs = list(_inputs(args.paths, args.modality))
         jobs = [({"path": path},
                  lambda p=path, kind=kind: (predictor.predict_face(p, args.crops) if kind == "face"
                                             else predictor.predict_speech(p) if kind == "speech"
+                                            else _video(predictor, p) if kind == "video"
                                             else _unknown(p)))
-                for path, kind in _inputs(args.paths, args.modality)]
-    writer = _Writer(args.out, predictor.labels, list(jobs[0][0]) if jobs else ["path"])
+                for path, kind in inputs]
+    extra = list(jobs[0][0]) if jobs else ["path"]
+    if not args.pairs and any(kind == "video" for _, kind in inputs):
+        extra += ["face_label", "speech_label"]
+    writer = _Writer(args.out, predictor.labels, extra)
     failures = 0
     for key, job in tqdm(jobs, desc="predicting", unit="file", file=sys.stderr):
         try:
@@ -137,7 +153,15 @@ def batch(args):
 
 
 def _unknown(path):
-    raise InputError(f"{path}: unknown file type; use --modality face or speech")
+    raise InputError(f"{path}: unknown file type; use --modality face, speech or video")
+
+
+def _video(predictor, path):
+    """A video's batch row; a .webm holding sound only is a recording."""
+    from . import timeline
+    if not timeline.has_video(path):
+        return predictor.predict_speech(path)
+    return timeline.clip_row(predictor.predict_video(path))
 
 
 def train(args):
@@ -265,7 +289,9 @@ def parser():
 
     command = commands.add_parser("predict", help="predict the emotion of one photo, one clip, or both")
     command.add_argument("--image", help="a photo (JPEG, PNG, BMP, WebP)")
-    command.add_argument("--audio", help="a WAV recording, any rate and channel count")
+    command.add_argument("--audio", help="a recording (WAV, FLAC, MP3, M4A, Opus...), any rate and channels")
+    command.add_argument("--video", help="a video (MP4, MOV, MKV, AVI, WebM): face, speech and fused timelines")
+    command.add_argument("--fps", type=float, help="--video: frames analysed a second (default 5)")
     command.add_argument("--weights", help="fusion weights, e.g. face=0.6,speech=0.4")
     command.add_argument("--crops", action="store_true", help="the image is one already-cropped face")
     command.add_argument("--json", action="store_true", help="print the full JSON result")
@@ -273,7 +299,7 @@ def parser():
 
     command = commands.add_parser("batch", help="predict many files or folders to JSONL or CSV")
     command.add_argument("paths", nargs="*", help="files and folders (searched recursively)")
-    command.add_argument("--modality", choices=("face", "speech", "auto"), default="auto")
+    command.add_argument("--modality", choices=("face", "speech", "video", "auto"), default="auto")
     command.add_argument("--crops", action="store_true", help="images are already-cropped faces")
     command.add_argument("--pairs", help="csv with columns image,audio: one fused row per pair")
     command.add_argument("--weights", help="fusion weights for --pairs, e.g. face=0.6,speech=0.4")

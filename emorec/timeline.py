@@ -17,7 +17,7 @@ from . import media, video
 from .errors import InputError
 from .image import align_crop
 
-TRACK_GAP_SECONDS = 1.0  # a track unseen for longer ends; a face seen again later starts a new one
+TRACK_GAP_SECONDS = 1.0  # a track unseen for longer (and for 1.5 sampling steps) ends; a face seen later starts another
 MATCH_IOU = 0.3  # a detection continues the track whose last box it overlaps most, from this IoU up
 SMOOTHING_SECONDS = 0.6  # time constant of the moving average over a track's probabilities
 FRAME_MAX_SIDE = 1280  # frames are decoded at most this large (the detector's own working size)
@@ -141,7 +141,7 @@ def analyse(predictor, source, fps=video.DEFAULT_FPS, weights=None, threads=0):
     if not fps or fps <= 0 or not math.isfinite(fps):
         raise InputError(f"the sampling rate must be a positive number of frames a second, not {fps}")
     info = video.video_info(source)  # the header's limits, before anything is decoded
-    tracker, frames = Tracker(), []
+    tracker, frames = Tracker(max(TRACK_GAP_SECONDS, 1.5 / fps)), []  # at a low rate: the next frame may continue it
     for time, frame in video.read_frames(source, fps, max_side=FRAME_MAX_SIDE, threads=threads):
         boxes, probabilities = frame_faces(predictor, frame)
         scale = max(info.width, info.height) / max(frame.shape[:2])  # back to the video's own pixels
@@ -177,3 +177,39 @@ def _clip_face(predictor, tracker, main, steps):
     mean = np.mean([probabilities for _, probabilities, _ in main.seen.values()], axis=0)
     return {"status": "ok", "people": people, "presence": round(len(main.seen) / steps, 4),
             **predictor._result(mean)}
+
+
+def clip_row(result):
+    """A batch row of a predict_video result: the fused clip label and each modality's (None when absent)."""
+    fused = result["fusion"]
+    return {**{key: fused[key] for key in ("status", "label", "confidence", "probabilities")},
+            "face_label": result["face"]["label"],
+            "speech_label": result["speech"]["label"] if result["speech"]["status"] == "ok" else None}
+
+
+def fused_spans(steps):
+    """(start, end, fused label) of each run of steps with the same fused label, in time order."""
+    spans = []
+    for step in steps:
+        label = step["fusion"]["label"]
+        if spans and spans[-1][2] == label:
+            spans[-1][1] = step["time"]
+        else:
+            spans.append([step["time"], step["time"], label])
+    return [tuple(span) for span in spans]
+
+
+def describe(result):
+    """Readable lines for a predict_video result's video and face (the speech and fusion lines are the
+    photo + recording ones), and the fused timeline as runs of one label."""
+    clip, face = result["video"], result["face"]
+    lines = [f"video:  {clip['duration']:.1f} s, {clip['width']}x{clip['height']}, "
+             f"{clip['steps']} steps at {clip['fps']:g} frames/s"]
+    if face["status"] == "no_face":
+        lines.append("face:   no face found")
+    else:
+        lines.append(f"face:   {face['label']} ({face['confidence']:.0%}), the main person in view "
+                     f"{face['presence']:.0%} of the steps ({face['people']} tracked)")
+    timeline = [f"  {start:6.1f} - {end:6.1f} s  {label or 'nothing to go on'}"
+                for start, end, label in fused_spans(result["timeline"])]
+    return lines, ["timeline (fused):", *timeline]
