@@ -9,6 +9,7 @@ area (the largest and longest in view); the face timeline follows that track.
 """
 
 import math
+import os
 
 import cv2
 import numpy as np
@@ -20,7 +21,9 @@ from .image import align_crop
 TRACK_GAP_SECONDS = 1.0  # a track unseen for longer (and for 1.5 sampling steps) ends; a face seen later starts another
 MATCH_IOU = 0.3  # a detection continues the track whose last box it overlaps most, from this IoU up
 SMOOTHING_SECONDS = 0.6  # time constant of the moving average over a track's probabilities
-FRAME_MAX_SIDE = 1280  # frames are decoded at most this large (the detector's own working size)
+# Frames are decoded at most this large: twice as fast as the photo path's 1280 (benchmarks/video.py), at
+# the cost of faces under about 1/30 of the frame's width (YuNet needs about 20 pixels).
+FRAME_MAX_SIDE = int(os.environ.get("EMOREC_VIDEO_FRAME_SIDE", 640))
 
 
 def iou(a, b):
