@@ -7,8 +7,9 @@ The clip is the 720p RAVDESS take ../shared/samples/video/01-01-03-01-01-02-05.m
 frames/s, 3.24 s, H.264 + AAC), analysed at the default 5 frames/s, decoding included, with frames
 decoded at most timeline.FRAME_MAX_SIDE (640) pixels wide, and at most 1280 (what photos get). The real-time
 factor is seconds of video per second of processing (the median run). The photo + WAV path is
-Predictor.predict on common.make_inputs()'s 640x480 photo and 5 s WAV. The machine's load average
-is recorded with the figures: they compare side by side, not across machines.
+Predictor.predict on common.make_inputs()'s 640x480 photo and 5 s WAV. Peak memory: fresh processes
+analysing synthetic 720p clips (10 frames/s, a face, a tone) of 30 s and 10 minutes (--memory).
+The machine's load average is recorded with the figures: they compare side by side, not across machines.
 """
 
 import argparse
@@ -16,14 +17,21 @@ import collections
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import common
 
 os.environ.update(common.ONE_THREAD)
 
+import av  # noqa: E402
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from emorec import timeline, video  # noqa: E402
 from emorec.predictor import Predictor  # noqa: E402
@@ -31,6 +39,18 @@ from emorec.predictor import Predictor  # noqa: E402
 HERE = Path(__file__).resolve().parent
 CLIP = common.SHARED / "samples" / "video" / "01-01-03-01-01-02-05.mp4"
 STAGES = ("decode frames", "detect", "classify faces", "decode sound", "speech model")
+# Peak resident memory of a fresh process analysing the video named on its command line.
+MEMORY_PROBE = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from common import rss_mb
+from emorec import timeline
+from emorec.predictor import Predictor
+predictor = Predictor(threads=1)
+ready = rss_mb(field="VmHWM")
+steps = len(timeline.analyse(predictor, sys.argv[1], threads=1)["timeline"])
+print(ready, rss_mb(field="VmHWM"), steps)
+"""
 
 
 class Stopwatch:
@@ -93,10 +113,49 @@ def profile(predictor, data, reps, max_side):
     return total, seconds, result
 
 
+def write_clip(path, seconds, fps=10, size=(1280, 720)):
+    """A synthetic 720p H.264 + AAC clip, written frame by frame: the astronaut's face drifting over grey,
+    a 220 Hz tone."""
+    face = np.asarray(Image.open(common.ASTRONAUT).convert("RGB").resize((360, 360)))
+    with av.open(str(path), "w") as output:
+        picture = output.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        picture.width, picture.height, picture.pix_fmt = *size, "yuv420p"
+        sound = output.add_stream("aac", rate=16000, layout="mono")
+        for index in range(round(seconds * fps)):
+            frame = np.full((size[1], size[0], 3), 110, np.uint8)
+            left = int(200 + 300 * (1 + np.sin(index / fps)))
+            frame[180:540, left:left + 360] = face
+            output.mux(picture.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            tone = 0.1 * np.sin(2 * np.pi * 220 * (np.arange(1600) + 1600 * index) / 16000)
+            samples = av.AudioFrame.from_ndarray(tone.astype(np.float32)[None], format="fltp", layout="mono")
+            samples.sample_rate, samples.pts, samples.time_base = 16000, 1600 * index, Fraction(1, 16000)
+            output.mux(sound.encode(samples))
+        output.mux(picture.encode(None))
+        output.mux(sound.encode(None))
+
+
+def peak_memory(seconds_list):
+    """{seconds: (resident MB when ready, peak resident MB, steps)} of fresh processes analysing synthetic
+    clips of those lengths."""
+    found = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for seconds in seconds_list:
+            path = Path(folder) / f"{seconds}.mp4"
+            write_clip(path, seconds)
+            output = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path), str(HERE)], capture_output=True,
+                                    text=True, check=True, env={**os.environ, **common.ONE_THREAD}).stdout
+            ready, peak, steps = output.split()
+            found[seconds] = {"ready_mb": round(float(ready), 1), "peak_mb": round(float(peak), 1),
+                              "steps": int(steps)}
+    return found
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--out", type=Path, default=HERE / "video.json")
+    parser.add_argument("--memory", type=float, nargs="*", default=[30, 600],
+                        help="seconds of synthetic 720p video whose peak memory is measured (none: skip)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     predictor = Predictor(threads=1)
@@ -121,6 +180,7 @@ def main():
         durations.append(time.perf_counter() - start)
     photo_wav = statistics.median(durations)
     report["photo_and_5s_wav"] = {"seconds_median": round(photo_wav, 4), "real_time_factor": round(5 / photo_wav, 2)}
+    report["peak_memory"] = peak_memory(args.memory)
     report["load_average_at_end"] = os.getloadavg()
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"load average {report['load_average_at_start'][0]:.1f} at the start, "
@@ -132,6 +192,9 @@ def main():
             print(f"    {stage:32s} {value:7.3f} s  {value / run['seconds_median']:6.1%}")
     print(f"photo (640x480) + 5 s WAV through Predictor.predict: {photo_wav:.3f} s, "
           f"{report['photo_and_5s_wav']['real_time_factor']:.1f}x real time for its 5 s of sound")
+    for seconds, memory in report["peak_memory"].items():
+        print(f"synthetic 720p clip of {seconds:g} s at 10 frames/s: {memory['steps']} steps, resident "
+              f"{memory['ready_mb']} MB when ready, {memory['peak_mb']} MB at the peak")
 
 
 if __name__ == "__main__":

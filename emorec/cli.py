@@ -52,9 +52,16 @@ def predict(args):
     if args.video is not None:
         if args.image is not None or args.audio is not None:
             raise InputError("give --video alone: its own frames and sound are the face and the speech")
+        from . import annotate
         from .video import DEFAULT_FPS
-        fps = DEFAULT_FPS if args.fps is None else args.fps
-        result = _predictor(args).predict_video(args.video, fps, args.weights)
+        if args.annotate:
+            annotate.output_format(args.annotate)  # a bad name is refused before the analysis
+        result = _predictor(args).predict_video(args.video, DEFAULT_FPS if args.fps is None else args.fps,
+                                                args.weights)
+        if args.annotate:
+            annotate.write(args.video, result, args.annotate)
+    elif args.annotate:
+        raise InputError("--annotate draws a --video's timeline: give --video")
     elif args.image is None and args.audio is None:
         raise InputError("give --image, --audio, both, or --video")
     else:
@@ -292,6 +299,8 @@ def parser():
     command.add_argument("--audio", help="a recording (WAV, FLAC, MP3, M4A, Opus...), any rate and channels")
     command.add_argument("--video", help="a video (MP4, MOV, MKV, AVI, WebM): face, speech and fused timelines")
     command.add_argument("--fps", type=float, help="--video: frames analysed a second (default 5)")
+    command.add_argument("--annotate", metavar="OUT", help="--video: write it with boxes, labels and a running "
+                         "emotion bar drawn in (.mp4, .mov or .mkv)")
     command.add_argument("--weights", help="fusion weights, e.g. face=0.6,speech=0.4")
     command.add_argument("--crops", action="store_true", help="the image is one already-cropped face")
     command.add_argument("--json", action="store_true", help="print the full JSON result")

@@ -286,3 +286,27 @@ def test_api_oversize_video_is_413(predictor, face_clip, monkeypatch):
     monkeypatch.setenv("EMOREC_MAX_UPLOAD_MB", str(len(face_clip) / 2 / 2 ** 20))
     response = post(create_app(predictor=predictor).test_client(), video=face_clip)
     assert response.status_code == 413 and "limit" in response.get_json()["error"]
+
+
+# ---- the annotated video ----------------------------------------------------------------
+
+def test_annotated_video_has_the_box_the_bar_and_the_sound(predictor, tmp_path, capsys, cli_predictor):
+    from emorec import annotate, video
+    source = write(tmp_path, "clip.mp4", media_bytes("mp4", chirp(2.0), frames=moving_face(), fps=5))
+    out = tmp_path / "annotated.mp4"
+    assert cli.main(["predict", "--video", str(source), "--annotate", str(out)]) == 0
+    result = predictor.predict_video(source)
+    frames = list(video.read_frames(out, fps=None))
+    assert len(frames) == 10 and video.video_info(out).has_audio
+    assert len(video.load_soundtrack(out)) == pytest.approx(2 * 16000, abs=1600)
+    colour = np.array(annotate.COLOURS[result["face"]["label"]])
+    for (seconds, frame), step in zip(frames, result["timeline"]):
+        assert seconds == pytest.approx(step["time"], abs=0.01)
+        x, y, w, h = step["face"]["box"]
+        edge = frame[y + h // 2, max(0, x - 1):x + 3].astype(int)  # the box's left side, drawn in the label's colour
+        assert np.abs(edge - colour).sum(axis=1).min() < 60
+        bar = frame[-4:, :].reshape(-1, 3).mean(axis=0)
+        assert np.abs(bar - annotate.COLOURS[result["fusion"]["label"]]).max() < 40  # one fused label all along
+    assert cli.main(["predict", "--video", str(source), "--annotate", str(tmp_path / "out.gif")]) == 2
+    assert "must end in .mp4, .mov, .mkv" in capsys.readouterr().err
+    assert cli.main(["predict", "--image", str(ASTRONAUT), "--annotate", str(out)]) == 2
