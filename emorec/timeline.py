@@ -24,6 +24,8 @@ SMOOTHING_SECONDS = 0.6  # time constant of the moving average over a track's pr
 # Frames are decoded at most this large: twice as fast as the photo path's 1280 (benchmarks/video.py), at
 # the cost of faces under about 1/30 of the frame's width (YuNet needs about 20 pixels).
 FRAME_MAX_SIDE = int(os.environ.get("EMOREC_VIDEO_FRAME_SIDE", 640))
+_EMPTY = {"label": None, "confidence": None, "probabilities": None}
+NO_AUDIO_TRACK = {"status": "no_speech", "duration": 0.0, "speech_score": 0.0, **_EMPTY, "segments": []}
 
 
 def iou(a, b):
@@ -124,10 +126,6 @@ def fused_step(predictor, face, speech, weights=None):
     return {key: fused[key] for key in ("status", "label", "confidence", "probabilities", "sources")}
 
 
-_EMPTY = {"label": None, "confidence": None, "probabilities": None}
-NO_AUDIO_TRACK = {"status": "no_speech", "duration": 0.0, "speech_score": 0.0, **_EMPTY, "segments": []}
-
-
 def has_video(source):
     """Whether a media file (path or bytes) holds a video stream (a .webm may hold sound only)."""
     with media.open_media(source, video._describe(source), "video") as container:
@@ -144,20 +142,20 @@ def analyse(predictor, source, fps=video.DEFAULT_FPS, weights=None, threads=0):
     if not fps or fps <= 0 or not math.isfinite(fps):
         raise InputError(f"the sampling rate must be a positive number of frames a second, not {fps}")
     info = video.video_info(source)  # the header's limits, before anything is decoded
-    tracker, frames = Tracker(max(TRACK_GAP_SECONDS, 1.5 / fps)), []  # at a low rate: the next frame may continue it
+    tracker, times = Tracker(max(TRACK_GAP_SECONDS, 1.5 / fps)), []  # at a low rate: the next frame may continue it
     for time, frame in video.read_frames(source, fps, max_side=FRAME_MAX_SIDE, threads=threads):
         boxes, probabilities = frame_faces(predictor, frame)
         scale = max(info.width, info.height) / max(frame.shape[:2])  # back to the video's own pixels
         boxes = [[round(value * scale) for value in box] for box in boxes]
         tracker.update(time, boxes, probabilities)
-        frames.append(time)
-    if not frames:
+        times.append(time)
+    if not times:
         raise InputError(f"{video._describe(source)}: the video holds no frames")
     soundtrack = video.load_soundtrack(source)
     speech = predictor.predict_speech(soundtrack) if soundtrack is not None else dict(NO_AUDIO_TRACK)
     main = tracker.main_track()
     steps = []
-    for time in frames:
+    for time in times:
         if main is not None and time in main.seen:
             box, _, smoothed = main.seen[time]
             face = {"status": "ok", "box": box, **predictor._result(smoothed)}
@@ -166,9 +164,9 @@ def analyse(predictor, source, fps=video.DEFAULT_FPS, weights=None, threads=0):
         spoken = speech_step(speech, time)
         steps.append({"time": round(time, 3), "face": face, "speech": spoken,
                       "fusion": fused_step(predictor, face, spoken, weights)})
-    face = _clip_face(predictor, tracker, main, len(frames))
-    return {"video": {"duration": round(frames[-1], 3) if info.seconds is None else round(info.seconds, 3),
-                      "width": info.width, "height": info.height, "fps": fps, "steps": len(frames)},
+    face = _clip_face(predictor, tracker, main, len(times))
+    return {"video": {"duration": round(times[-1], 3) if info.seconds is None else round(info.seconds, 3),
+                      "width": info.width, "height": info.height, "fps": fps, "steps": len(times)},
             "face": face, "speech": speech, "fusion": predictor.fuse(face, speech, weights), "timeline": steps}
 
 

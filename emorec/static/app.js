@@ -49,16 +49,21 @@ async function setImage(blob, name) {
   }
 }
 
-function setAudio(blob, name) {
-  clearVideo();
-  state.audio = blob;
-  state.audioName = name;
-  const player = $("audio-player");
+// Keep a chosen recording or video ("audio" or "video"): in the state, in its player, by name.
+function load(kind, blob, name) {
+  state[kind] = blob;
+  state[`${kind}Name`] = name;
+  const player = $(`${kind}-player`);
   if (player.src) URL.revokeObjectURL(player.src);
   player.src = URL.createObjectURL(blob);
   show(player, true);
-  show($("audio-placeholder"), false);
-  $("audio-name").textContent = describe(name, blob);
+  show($(`${kind}-placeholder`), false);
+  $(`${kind}-name`).textContent = describe(name, blob);
+}
+
+function setAudio(blob, name) {
+  clearVideo();
+  load("audio", blob, name);
   drawWaveform(blob);
 }
 
@@ -98,15 +103,8 @@ function setVideo(blob, name) {
   for (const id of ["image-name", "audio-name"]) $(id).textContent = "";
   for (const id of ["photo-canvas", "audio-player", "waveform"]) show($(id), false);
   for (const id of ["image-placeholder", "audio-placeholder"]) show($(id), true);
-  state.video = blob;
-  state.videoName = name;
-  const player = $("video-player");
-  if (player.src) URL.revokeObjectURL(player.src);
-  player.src = URL.createObjectURL(blob);
-  show(player, true);
-  show($("video-placeholder"), false);
+  load("video", blob, name);
   show($("video-timeline"), false);
-  $("video-name").textContent = describe(name, blob);
 }
 
 function clearVideo() {
