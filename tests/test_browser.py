@@ -153,3 +153,18 @@ def test_video_timeline_follows_playback(page, tmp_path):
         page.wait_for_timeout(100)
     assert left == pytest.approx(100 / total, abs=1)
     screenshot(page, "browser-video.png")
+
+
+def test_webcam_and_microphone_video(page):
+    page.click("#film-button")
+    page.wait_for_selector("#video-player:not([hidden])")  # the live picture while filming
+    page.wait_for_timeout(2000)
+    page.click("#film-button")
+    page.wait_for_selector("#video-name:has-text('recording.webm')")
+    analyse(page)
+    steps = page.locator("#video-track .segment").count()
+    assert 8 <= steps <= 15  # about 2 s at 5 frames/s, decoded by the server from Chromium's WebM
+    assert page.text_content("#face-note") == "No face found in the video."  # the fake camera's test pattern
+    duration = re.search(r"([\d.]+) s", page.text_content("#speech-note"))
+    assert 1.0 <= float(duration.group(1)) <= 4.0
+    screenshot(page, "browser-film.png")

@@ -12,6 +12,7 @@ const state = {
 };
 let camera = null;
 let recorder = null;
+let filming = null;
 
 function show(element, visible) {
   element.hidden = !visible;
@@ -256,6 +257,50 @@ function encodeWav(chunks, sampleRate) {
   return new Blob([view], { type: "audio/wav" });
 }
 
+// ---- webcam and microphone together, to a WebM video (MediaRecorder) ------------------------
+
+async function startFilming() {
+  setError("");
+  stopCamera();
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" }, audio: true });
+  } catch (error) {
+    setError(`Camera or microphone unavailable: ${error.message}`);
+    return;
+  }
+  const chunks = [];
+  const mimeType = MediaRecorder.isTypeSupported("video/webm") ? "video/webm" : "";
+  const film = new MediaRecorder(stream, { mimeType });
+  film.ondataavailable = (event) => event.data.size && chunks.push(event.data);
+  film.onstop = () => {
+    stream.getTracks().forEach((track) => track.stop());
+    const player = $("video-player");
+    player.srcObject = null;
+    player.muted = false;
+    setVideo(new Blob(chunks, { type: film.mimeType || "video/webm" }), "recording.webm");
+  };
+  const player = $("video-player");
+  player.srcObject = stream;
+  player.muted = true; // no echo of the microphone while filming
+  await player.play();
+  show(player, true);
+  show($("video-placeholder"), false);
+  film.start();
+  filming = { film, timer: setTimeout(stopFilming, MAX_RECORD_SECONDS * 1000) };
+  $("film-button").textContent = "Stop";
+  $("film-button").classList.add("accent");
+}
+
+function stopFilming() {
+  if (!filming) return;
+  clearTimeout(filming.timer);
+  filming.film.stop();
+  filming = null;
+  $("film-button").textContent = "Record video";
+  $("film-button").classList.remove("accent");
+}
+
 // ---- request ----------------------------------------------------------------------------------
 
 function weights() {
@@ -486,6 +531,7 @@ $("video-track").addEventListener("click", seek);
 $("camera-button").addEventListener("click", () => (camera ? stopCamera() : startCamera()));
 $("snap-button").addEventListener("click", snapshot);
 $("record-button").addEventListener("click", () => (recorder ? stopRecording() : startRecording()));
+$("film-button").addEventListener("click", () => (filming ? stopFilming() : startFilming()));
 $("weight").addEventListener("input", showWeights);
 $("weight").addEventListener("change", () => state.result && analyse());
 $("crops").addEventListener("change", () => state.result && state.image && analyse());
@@ -494,7 +540,7 @@ $("form").addEventListener("submit", (event) => {
   analyse();
 });
 if (!navigator.mediaDevices?.getUserMedia) {
-  for (const id of ["camera-button", "record-button"]) {
+  for (const id of ["camera-button", "record-button", "film-button"]) {
     $(id).disabled = true;
     $(id).title = "needs HTTPS (or localhost) and a browser with camera and microphone access";
   }
