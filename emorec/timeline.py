@@ -145,7 +145,8 @@ def analyse(predictor, source, fps=video.DEFAULT_FPS, weights=None, threads=0):
     tracker, times = Tracker(max(TRACK_GAP_SECONDS, 1.5 / fps)), []  # at a low rate: the next frame may continue it
     for time, frame in video.read_frames(source, fps, max_side=FRAME_MAX_SIDE, threads=threads):
         boxes, probabilities = frame_faces(predictor, frame)
-        scale = max(info.width, info.height) / max(frame.shape[:2])  # back to the video's own pixels
+        scale = max(info.width, info.height) / max(frame.shape[:2])  # back to the video's own pixels, upright
+        shown = [round(side * scale) for side in frame.shape[1::-1]]  # width, height as players show it
         boxes = [[round(value * scale) for value in box] for box in boxes]
         tracker.update(time, boxes, probabilities)
         times.append(time)
@@ -166,7 +167,7 @@ def analyse(predictor, source, fps=video.DEFAULT_FPS, weights=None, threads=0):
                       "fusion": fused_step(predictor, face, spoken, weights)})
     face = _clip_face(predictor, tracker, main, len(times))
     return {"video": {"duration": round(times[-1], 3) if info.seconds is None else round(info.seconds, 3),
-                      "width": info.width, "height": info.height, "fps": fps, "steps": len(times)},
+                      "width": shown[0], "height": shown[1], "fps": fps, "steps": len(times)},
             "face": face, "speech": speech, "fusion": predictor.fuse(face, speech, weights), "timeline": steps}
 
 

@@ -181,6 +181,19 @@ def test_boxes_are_in_the_videos_pixels_when_frames_are_scaled(predictor, monkey
         assert np.abs(np.subtract(a["face"]["box"], b["face"]["box"])).max() <= 6
 
 
+def test_rotated_video_has_upright_boxes_and_size(predictor, face_clip):
+    """Frames stored turned a quarter clockwise, with rotation metadata that turns them back: the
+    size and the boxes are the upright picture's, as players show it."""
+    stored = [np.ascontiguousarray(np.rot90(frame, -1)) for frame in moving_face()]
+    rotated = predictor.predict_video(media_bytes("mp4", frames=stored, fps=5, rotation=90))
+    upright = predictor.predict_video(face_clip)
+    assert (rotated["video"]["width"], rotated["video"]["height"]) == (320, 240) == (
+        upright["video"]["width"], upright["video"]["height"])
+    for a, b in zip(rotated["timeline"], upright["timeline"]):
+        assert a["face"]["status"] == b["face"]["status"] == "ok"
+        assert np.abs(np.subtract(a["face"]["box"], b["face"]["box"])).max() <= 4
+
+
 def test_no_face_on_every_step(predictor):
     frames = [np.roll(gradient(120, 160), 10 * index, axis=1) for index in range(6)]
     result = predictor.predict_video(media_bytes("mp4", tone(1.2), frames=frames, fps=5))
