@@ -18,9 +18,12 @@ def _predictor(args):
 
 def _describe(result):
     """Human-readable lines for a predict result."""
-    lines = []
+    lines, timeline_lines = [], []
     face, speech, fused = result["face"], result["speech"], result["fusion"]
-    if face is not None:
+    if "timeline" in result:
+        from .timeline import describe
+        lines, timeline_lines = describe(result)
+    elif face is not None:
         if face["status"] == "no_face":
             lines.append("face:   no face found")
         for number, found in enumerate(face["faces"], 1):
@@ -37,13 +40,27 @@ def _describe(result):
         lines.append(f"fusion: {fused['label']} ({fused['confidence']:.0%}) from "
                      f"{' + '.join(fused['sources'])} [weights {weights}; applied {applied}]")
         lines += [f"  {label:<9}{'█' * round(p * 30):<31}{p:.1%}" for label, p in fused["probabilities"].items()]
-    return "\n".join(lines)
+    return "\n".join(lines + timeline_lines)
 
 
 def predict(args):
-    if args.image is None and args.audio is None:
-        raise InputError("give --image, --audio, or both")
-    result = _predictor(args).predict(args.image, args.audio, args.weights, args.crops)
+    if args.video is not None:
+        if args.image is not None or args.audio is not None:
+            raise InputError("give --video alone: its own frames and sound are the face and the speech")
+        from . import annotate
+        from .video import DEFAULT_FPS
+        if args.annotate:
+            annotate.output_format(args.annotate)  # a bad name is refused before the analysis
+        result = _predictor(args).predict_video(args.video, DEFAULT_FPS if args.fps is None else args.fps,
+                                                args.weights)
+        if args.annotate:
+            annotate.write(args.video, result, args.annotate)
+    elif args.annotate:
+        raise InputError("--annotate draws a --video's timeline: give --video")
+    elif args.image is None and args.audio is None:
+        raise InputError("give --image, --audio, both, or --video")
+    else:
+        result = _predictor(args).predict(args.image, args.audio, args.weights, args.crops)
     print(json.dumps(result, indent=2) if args.json else _describe(result))
 
 
@@ -63,9 +80,13 @@ def batch(args):
     else:
         if not args.paths:
             raise InputError("give files or folders to predict, or --pairs")
+        inputs = list(scoring.expand(args.paths, args.modality))
         jobs = [({"path": path}, lambda p=path, kind=kind: scoring.predict_file(predictor, p, kind, args.crops))
-                for path, kind in scoring.expand(args.paths, args.modality)]
-    writer = scoring.Writer(args.out, predictor.labels, list(jobs[0][0]) if jobs else ["path"])
+                for path, kind in inputs]
+    extra = list(jobs[0][0]) if jobs else ["path"]
+    if not args.pairs and any(kind == "video" for _, kind in inputs):
+        extra += list(scoring.VIDEO_FIELDS)
+    writer = scoring.Writer(args.out, predictor.labels, extra)
     failures = 0
     for key, job in tqdm(jobs, desc="predicting", unit="file", file=sys.stderr):
         result = scoring.row(job)
@@ -239,7 +260,11 @@ def parser():
 
     command = commands.add_parser("predict", help="predict the emotion of one photo, one clip, or both")
     command.add_argument("--image", help="a photo (JPEG, PNG, BMP, WebP)")
-    command.add_argument("--audio", help="a WAV recording, any rate and channel count")
+    command.add_argument("--audio", help="a recording (WAV, FLAC, MP3, M4A, Opus...), any rate and channels")
+    command.add_argument("--video", help="a video (MP4, MOV, MKV, AVI, WebM): face, speech and fused timelines")
+    command.add_argument("--fps", type=float, help="--video: frames analysed a second (default 5)")
+    command.add_argument("--annotate", metavar="OUT", help="--video: write it with boxes, labels and a running "
+                         "emotion bar drawn in (.mp4, .mov or .mkv)")
     command.add_argument("--weights", help="fusion weights, e.g. face=0.6,speech=0.4")
     command.add_argument("--crops", action="store_true", help="the image is one already-cropped face")
     command.add_argument("--json", action="store_true", help="print the full JSON result")
@@ -247,7 +272,7 @@ def parser():
 
     command = commands.add_parser("batch", help="predict many files or folders to JSONL or CSV")
     command.add_argument("paths", nargs="*", help="files and folders (searched recursively)")
-    command.add_argument("--modality", choices=("face", "speech", "auto"), default="auto")
+    command.add_argument("--modality", choices=("face", "speech", "video", "auto"), default="auto")
     command.add_argument("--crops", action="store_true", help="images are already-cropped faces")
     command.add_argument("--pairs", help="csv with columns image,audio: one fused row per pair")
     command.add_argument("--weights", help="fusion weights for --pairs, e.g. face=0.6,speech=0.4")

@@ -6,12 +6,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import fusion
+from . import fusion, timeline
 from .audio import SAMPLE_RATE, load_audio, speech_frames
 from .errors import InputError
 from .image import FaceDetector, align_crop, aligned_face_input, face_input, load_image
 from .models import MODELS_DIR, Classifier, YAMNet, log_linear, softmax
 from .speech_features import front_end
+from .video import DEFAULT_FPS
 
 SPEECH_THRESHOLD = 0.08  # RAVDESS speech scores >= 0.11 on YAMNet's "Speech" class; silence, noise, tones <= 0.03
 SILENCE_RMS = 1e-4
@@ -93,8 +94,9 @@ class Predictor:
         return {"status": "ok", "faces": found, **self._result(probabilities[0])}
 
     def predict_speech(self, audio):
-        """Clip-level and per-segment (2.4 s windows every 0.96 s) probabilities of a recording."""
-        waveform = load_audio(audio)
+        """Clip-level and per-segment (2.4 s windows every 0.96 s) probabilities of a recording: a path,
+        bytes, or a float32 mono waveform at 16 kHz."""
+        waveform = np.asarray(audio, np.float32) if isinstance(audio, np.ndarray) else load_audio(audio)
         speech_scores = self.yamnet(speech_frames(waveform))[1]
         clip, windows, spans = self.speech_front_end.timeline(waveform)
         logits = self.speech_model(np.concatenate([clip[None], windows]))
@@ -106,6 +108,10 @@ class Predictor:
         return {"status": status, "duration": round(len(waveform) / SAMPLE_RATE, 3),
                 "speech_score": round(float(speech_scores.max()), 4), **self._result(probabilities[0]),
                 "segments": segments}
+
+    def predict_video(self, source, fps=DEFAULT_FPS, weights=None):
+        """Face, speech and fused timelines of a video (path or bytes) and its clip-level results."""
+        return timeline.analyse(self, source, fps, weights)
 
     def fuse(self, face, speech, weights=None, adaptive=None):
         """Fusion of the modality results that found something; says which it rests on.

@@ -9,7 +9,10 @@ from .errors import InputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".webm"}  # what load_audio reads
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm"}  # a .webm with no video stream is audio
+SUFFIXES = {"face": IMAGE_SUFFIXES, "video": VIDEO_SUFFIXES, "speech": AUDIO_SUFFIXES}
 FIELDS = ("status", "label", "confidence", "probabilities")
+VIDEO_FIELDS = ("face_label", "speech_label")  # a video's row: its fused label, and each modality's
 
 
 def local_folder(path):
@@ -27,9 +30,9 @@ def expand(paths, modality, folder_files=local_folder):
         files = folder_files(path)
         for file in [path] if files is None else files:
             suffix = Path(file).suffix.lower()
-            kind = modality if modality != "auto" else (
-                "face" if suffix in IMAGE_SUFFIXES else "speech" if suffix in AUDIO_SUFFIXES else None)
-            known = suffix in (IMAGE_SUFFIXES if kind == "face" else AUDIO_SUFFIXES)
+            kind = modality if modality != "auto" else next(
+                (name for name, suffixes in SUFFIXES.items() if suffix in suffixes), None)
+            known = suffix in SUFFIXES.get(kind, ())
             if files is not None and not known:
                 continue
             yield file, kind
@@ -54,7 +57,12 @@ def predict_file(predictor, path, modality, crops=False, source=None):
         return predictor.predict_face(source, crops)
     if modality == "speech":
         return predictor.predict_speech(source)
-    raise InputError(f"{path}: unknown file type; use --modality face or speech")
+    if modality == "video":
+        from . import timeline
+        if not timeline.has_video(source):  # a .webm holding sound only is a recording
+            return predictor.predict_speech(source)
+        return timeline.clip_row(predictor.predict_video(source))
+    raise InputError(f"{path}: unknown file type; use --modality face, speech or video")
 
 
 def predict_pair(predictor, image, audio, crops=False, weights=None):
@@ -68,7 +76,7 @@ def row(predict):
         result = predict()
     except InputError as error:
         return {"status": "error", "label": None, "confidence": None, "probabilities": None, "error": str(error)}
-    return {key: result.get(key) for key in FIELDS}
+    return {key: result.get(key) for key in FIELDS} | {key: result[key] for key in VIDEO_FIELDS if key in result}
 
 
 class Writer:
@@ -77,7 +85,7 @@ class Writer:
     def __init__(self, path, labels, extra):
         self.path = Path(path)
         check_output(path)
-        self.labels = labels
+        self.labels, self.extra = labels, extra
         try:
             self.handle = open(self.path, "w", newline="")
         except OSError as error:
@@ -91,9 +99,7 @@ class Writer:
             self.handle.write(json.dumps(row) + "\n")
         else:
             probabilities = row.get("probabilities") or {}
-            self.csv.writerow([row[key] for key in row if key not in
-                               ("label", "confidence", "probabilities", "error")]
-                              + [row.get("label"), row.get("confidence")]
+            self.csv.writerow([row.get(key) for key in [*self.extra, "status", "label", "confidence"]]
                               + [probabilities.get(label, "") for label in self.labels] + [row.get("error", "")])
         self.handle.flush()
 

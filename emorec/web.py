@@ -1,7 +1,7 @@
 """The web app: an upload page and a JSON API, served by one Predictor per process.
 
 Run it with `emorec serve` or gunicorn (see the Procfile). Errors are JSON {"error": message}:
-400 for a request that sends nothing or has a bad field (weights, crops), 422 for an uploaded
+400 for a request that sends nothing or has a bad field (weights, crops, fps), 422 for an uploaded
 file that cannot be used (corrupt, empty, wrong type, over the pixel or length cap), 413 for
 an upload over EMOREC_MAX_UPLOAD_MB, 404/405 for a wrong URL or method, 500 for a server fault.
 """
@@ -15,6 +15,9 @@ from werkzeug.exceptions import BadRequest, HTTPException
 from . import fusion
 from .errors import InputError
 from .predictor import Predictor
+from .video import DEFAULT_FPS
+
+MAX_FPS = 30.0  # a video's frames analysed a second, at most
 
 FLAGS = {"1": True, "true": True, "yes": True, "on": True, "": False, "0": False, "false": False,
          "no": False, "off": False}
@@ -60,12 +63,29 @@ def _form_flag(field):
     return FLAGS[value]
 
 
+def _form_fps():
+    text = request.form.get("fps", "").strip()
+    try:
+        fps = float(text) if text else DEFAULT_FPS
+    except ValueError:
+        fps = None
+    if fps is None or not 0 < fps <= MAX_FPS:
+        raise BadRequest(f"fps must be a number of frames a second above 0 and at most {MAX_FPS:g}, not {text!r}")
+    return fps
+
+
 @api.post("/predict")
 def predict():
-    """Face, speech and fused predictions for an uploaded photo, recording, or both."""
-    image, audio = _upload("image"), _upload("audio")
+    """Face, speech and fused predictions for an uploaded photo, recording, or both; or the timelines
+    of a video."""
+    image, audio, video = _upload("image"), _upload("audio"), _upload("video")
+    if video is not None:
+        if image is not None or audio is not None:
+            raise BadRequest("send a video alone: its frames and sound are the face and the speech")
+        return jsonify(_predictor().predict_video(video, _form_fps(), _form_weights()))
     if image is None and audio is None:
-        raise BadRequest("send a photo (file field image), a recording (file field audio), or both")
+        raise BadRequest("send a photo (file field image), a recording (file field audio), both, "
+                         "or a video (file field video)")
     return jsonify(_predictor().predict(image, audio, _form_weights(), _form_flag("crops")))
 
 
@@ -149,10 +169,14 @@ def openapi_document(labels, max_upload_bytes):
     prediction = {"label": label, "confidence": share, "probabilities": _ref("Probabilities")}
     open_prediction = {"label": _nullable(label), "confidence": _nullable(share),
                        "probabilities": _nullable(_ref("Probabilities"))}
+    box = {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4,
+           "description": "x, y, width, height in image pixels"}
+    seconds = {"type": "number", "description": "seconds"}
+    fusion_status = {"enum": ["fused", "face_only", "speech_only", "no_signal"]}
+    sources = {"type": "array", "items": {"enum": ["face", "speech"]}}
     schemas = {
         "Probabilities": _object({name: share for name in labels}),
-        "Face": _object({"box": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4,
-                                 "description": "x, y, width, height in image pixels"},
+        "Face": _object({"box": box,
                          "low_resolution": {"type": "boolean",
                                             "description": "the face is too small to read reliably"},
                          **prediction}),
@@ -166,16 +190,40 @@ def openapi_document(labels, max_upload_bytes):
                                  "speech_score": share, **prediction,
                                  "segments": {"type": "array", "items": _ref("Segment"),
                                               "description": "2.4 s windows every 0.96 s"}}),
-        "FusionResult": _object({"status": {"enum": ["fused", "face_only", "speech_only", "no_signal"]},
+        "FusionResult": _object({"status": fusion_status,
                                  **open_prediction,
                                  "weights": _object({"face": share, "speech": share}),
                                  "effective_weights": {
                                      "type": "object", "additionalProperties": share,
                                      "description": "the weights applied: the sources' weights scaled by "
                                                     "their certainty and renormalised"},
-                                 "sources": {"type": "array", "items": {"enum": ["face", "speech"]}}}),
+                                 "sources": sources}),
         "PredictResult": _object({"face": _nullable(_ref("FaceResult")), "speech": _nullable(_ref("SpeechResult")),
                                   "fusion": _ref("FusionResult")}),
+        "VideoInfo": _object({"duration": seconds,
+                              "width": {"type": "integer", "description": "upright, as players show it"},
+                              "height": {"type": "integer", "description": "upright, as players show it"},
+                              "fps": {"type": "number", "description": "frames analysed a second"},
+                              "steps": {"type": "integer", "description": "frames analysed"}}),
+        "VideoFace": _object({"status": {"enum": ["ok", "no_face"]},
+                              "people": {"type": "integer", "description": "face tracks over the video"},
+                              "presence": {**share, "description": "share of the steps the main person is in view"},
+                              **open_prediction}),
+        "NoAudioTrack": _object({"status": {"const": "no_speech"}, "duration": seconds, "speech_score": share,
+                                 **open_prediction, "segments": {"type": "array", "maxItems": 0}}),
+        "StepFace": _object({"status": {"enum": ["ok", "no_face"]}, "box": _nullable(box), **open_prediction}),
+        "StepSpeech": _object({"status": {"enum": ["ok", "no_speech"]}, "start": _nullable(seconds),
+                               "end": _nullable(seconds), **open_prediction}),
+        "StepFusion": _object({"status": fusion_status, **open_prediction, "sources": sources}),
+        "Step": _object({"time": seconds, "face": _ref("StepFace"), "speech": _ref("StepSpeech"),
+                         "fusion": _ref("StepFusion")}),
+        "VideoResult": _object({"video": _ref("VideoInfo"), "face": _ref("VideoFace"),
+                                "speech": {"anyOf": [_ref("SpeechResult"), _ref("NoAudioTrack")]},
+                                "fusion": _ref("FusionResult"),
+                                "timeline": {"type": "array", "items": _ref("Step"),
+                                             "description": "one step per analysed frame: the main person's "
+                                                            "smoothed face, the speech segment covering it, "
+                                                            "their fusion"}}),
         "Health": _object({"status": {"const": "ok"}, "labels": {"type": "array", "items": label}}),
         "Error": _object({"error": {"type": "string"}}),
     }
@@ -188,21 +236,32 @@ def openapi_document(labels, max_upload_bytes):
         "weights": {"type": "string", "example": "face=0.6,speech=0.4",
                     "description": "fusion weights, normalised to sum to 1; default: the models' own"},
         "crops": {"type": "string", "enum": ["1", "true", "0", "false"],
-                  "description": "the image is one already-cropped face"}}}
+                  "description": "the image is one already-cropped face"},
+        "video": {"type": "string", "contentMediaType": "application/octet-stream",
+                  "description": "a video (MP4, MOV, MKV, AVI, WebM), sent alone: face, speech and fused "
+                                 "timelines; no audio track or silence is speech no_speech"},
+        "fps": {"type": "string", "example": "5",
+                "description": f"with video: frames analysed a second, above 0 and at most {MAX_FPS:g} "
+                               f"(default {DEFAULT_FPS:g})"}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "emorec", "version": "1",
                  "description": "Emotion recognition from a face photo, a speech recording, or both."},
         "paths": {
             "/api/predict": {"post": {
-                "summary": "Predict the emotion of a photo, a recording, or both, and their fusion",
+                "summary": "Predict the emotion of a photo, a recording, or both, and their fusion; "
+                           "or of a video, step by step",
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": form}}},
                 "responses": {
-                    "200": {"description": "face and speech (null when not sent) and their fusion",
-                            "content": {"application/json": {"schema": _ref("PredictResult")}}},
-                    **_errors((400, "nothing sent, or bad weights or crops"),
+                    "200": {"description": "face and speech (null when not sent) and their fusion; for a video, "
+                                           "the clip's results and the timeline",
+                            "content": {"application/json": {"schema": {
+                                "anyOf": [_ref("PredictResult"), _ref("VideoResult")]}}}},
+                    **_errors((400, "nothing sent, a video sent with a photo or recording, or bad weights, "
+                                    "crops or fps"),
                               (413, f"upload over {max_upload_bytes} bytes"),
-                              (422, "a file that cannot be used: corrupt, empty, unsupported, or too large"),
+                              (422, "a file that cannot be used: corrupt, empty, unsupported, or over a "
+                                    "size, length or frame limit"),
                               (500, "server fault"))}}},
             "/api/health": {"get": {
                 "summary": "Liveness and the label set",

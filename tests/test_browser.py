@@ -99,7 +99,7 @@ def test_upload_analyse_and_reweigh(page):
 
 def test_unusable_file_shows_the_server_error(page):
     page.click("#analyse")
-    assert page.text_content("#error") == "Choose a photo, a recording, or both first."
+    assert page.text_content("#error") == "Choose a photo, a recording, both, or a video first."
     page.set_input_files("#audio-input", {"name": "clip.wav", "mimeType": "audio/wav", "buffer": b"RIFF junk"})
     page.click("#analyse")
     page.wait_for_selector("#error:has-text('not a readable audio file')")
@@ -128,3 +128,43 @@ def test_webcam_snapshot_and_microphone_recording(page):
     duration = re.search(r"([\d.]+) s", page.text_content("#speech-note"))
     assert 1.0 <= float(duration.group(1)) <= 3.0  # the page's WAV was decoded by the server
     assert page.text_content("#face-note") in ("No face found in the photo.", "One face found.")
+
+
+def test_video_timeline_follows_playback(page, tmp_path):
+    from conftest import chirp, media_bytes
+    from test_timeline import moving_face
+    clip = tmp_path / "clip.webm"  # VP9 + Opus, what Chromium plays and MediaRecorder writes
+    clip.write_bytes(media_bytes("webm", chirp(2.0, 48000), rate=48000, audio_codec="libopus", frames=moving_face(),
+                                 fps=5, video_codec="libvpx-vp9"))
+    page.set_input_files("#image-input", ASTRONAUT)
+    page.set_input_files("#video-input", clip)
+    assert page.text_content("#image-name") == ""  # a video is sent alone: the photo is set aside
+    analyse(page)
+    assert page.locator("#video-track .segment").count() == 10  # 2 s at 5 frames/s
+    assert page.text_content("#face-note") == "The main person, in view 100% of the time (1 tracked)."
+    assert page.text_content("#fusion-label") in LABELS
+    assert page.text_content("#fusion-note") == "Rests on the face only (no speech detected)."  # a chirp
+    total = float(page.text_content("#video-end").split()[0])
+    page.evaluate("document.getElementById('video-player').currentTime = 1.0")
+    for _ in range(50):  # the marker moves when the player has seeked (wait_for_function would need eval)
+        left = page.evaluate("parseFloat(document.getElementById('video-marker').style.left)")
+        if abs(left - 100 / total) < 1:
+            break
+        page.wait_for_timeout(100)
+    assert left == pytest.approx(100 / total, abs=1)
+    screenshot(page, "browser-video.png")
+
+
+def test_webcam_and_microphone_video(page):
+    page.click("#film-button")
+    page.wait_for_selector("#video-player:not([hidden])")  # the live picture while filming
+    page.wait_for_timeout(2000)
+    page.click("#film-button")
+    page.wait_for_selector("#video-name:has-text('recording.webm')")
+    analyse(page)
+    steps = page.locator("#video-track .segment").count()
+    assert 8 <= steps <= 15  # about 2 s at 5 frames/s, decoded by the server from Chromium's WebM
+    assert page.text_content("#face-note") == "No face found in the video."  # the fake camera's test pattern
+    duration = re.search(r"([\d.]+) s", page.text_content("#speech-note"))
+    assert 1.0 <= float(duration.group(1)) <= 4.0
+    screenshot(page, "browser-film.png")

@@ -79,7 +79,7 @@ def test_bad_input_is_one_clean_line(tmp_path):
 
 def test_usage_errors_exit_2():
     done = run_cli("predict", "--json")
-    assert done.returncode == 2 and error_lines(done.stderr) == ["emorec: error: give --image, --audio, or both"]
+    assert done.returncode == 2 and error_lines(done.stderr) == ["emorec: error: give --image, --audio, both, or --video"]
     done = run_cli("frobnicate")
     assert done.returncode == 2 and "invalid choice" in done.stderr and "Traceback" not in done.stderr
 
@@ -191,7 +191,7 @@ def test_batch_named_missing_file_is_an_error_row(cli_predictor, capsys, tmp_pat
 
 
 @pytest.mark.parametrize("args, message", [
-    (["predict"], "give --image, --audio, or both"),
+    (["predict"], "give --image, --audio, both, or --video"),
     (["predict", "--image", "{missing}"], "{missing}: no such file"),
     (["predict", "--audio", "{missing}"], "{missing}: no such file"),
     (["predict", "--image", "{astronaut}", "--weights", "face=2,voice=1"], "'voice' is not one of face, speech"),

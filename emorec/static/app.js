@@ -7,10 +7,12 @@ const percent = (p, digits = 0) => `${(100 * p).toFixed(digits)}%`;
 const colour = (label) => getComputedStyle(document.documentElement).getPropertyValue(`--${label}`).trim();
 
 const state = {
-  image: null, imageName: "", picture: null, audio: null, audioName: "", result: null, request: null,
+  image: null, imageName: "", picture: null, audio: null, audioName: "", video: null, videoName: "",
+  videoDuration: 0, result: null, request: null,
 };
 let camera = null;
 let recorder = null;
+let filming = null;
 
 function show(element, visible) {
   element.hidden = !visible;
@@ -33,6 +35,7 @@ function describe(name, blob) {
 
 async function setImage(blob, name) {
   stopCamera();
+  clearVideo();
   state.image = blob;
   state.imageName = name;
   state.picture = null;
@@ -47,15 +50,21 @@ async function setImage(blob, name) {
   }
 }
 
-function setAudio(blob, name) {
-  state.audio = blob;
-  state.audioName = name;
-  const player = $("audio-player");
+// Keep a chosen recording or video ("audio" or "video"): in the state, in its player, by name.
+function load(kind, blob, name) {
+  state[kind] = blob;
+  state[`${kind}Name`] = name;
+  const player = $(`${kind}-player`);
   if (player.src) URL.revokeObjectURL(player.src);
   player.src = URL.createObjectURL(blob);
   show(player, true);
-  show($("audio-placeholder"), false);
-  $("audio-name").textContent = describe(name, blob);
+  show($(`${kind}-placeholder`), false);
+  $(`${kind}-name`).textContent = describe(name, blob);
+}
+
+function setAudio(blob, name) {
+  clearVideo();
+  load("audio", blob, name);
   drawWaveform(blob);
 }
 
@@ -88,8 +97,32 @@ async function drawWaveform(blob) {
   }
 }
 
+// A video is sent alone: choosing one sets the photo and recording aside, and the other way round.
+function setVideo(blob, name) {
+  stopCamera();
+  Object.assign(state, { image: null, imageName: "", picture: null, audio: null, audioName: "" });
+  for (const id of ["image-name", "audio-name"]) $(id).textContent = "";
+  for (const id of ["photo-canvas", "audio-player", "waveform"]) show($(id), false);
+  for (const id of ["image-placeholder", "audio-placeholder"]) show($(id), true);
+  load("video", blob, name);
+  show($("video-timeline"), false);
+}
+
+function clearVideo() {
+  if (!state.video) return;
+  state.video = null;
+  const player = $("video-player");
+  URL.revokeObjectURL(player.src);
+  player.removeAttribute("src");
+  show(player, false);
+  show($("video-timeline"), false);
+  show($("video-placeholder"), true);
+  $("video-name").textContent = "";
+}
+
 function take(file) {
   if (file.type.startsWith("image/")) setImage(file, file.name);
+  else if (file.type.startsWith("video/")) setVideo(file, file.name);
   else setAudio(file, file.name);
 }
 
@@ -224,6 +257,50 @@ function encodeWav(chunks, sampleRate) {
   return new Blob([view], { type: "audio/wav" });
 }
 
+// ---- webcam and microphone together, to a WebM video (MediaRecorder) ------------------------
+
+async function startFilming() {
+  setError("");
+  stopCamera();
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" }, audio: true });
+  } catch (error) {
+    setError(`Camera or microphone unavailable: ${error.message}`);
+    return;
+  }
+  const chunks = [];
+  const mimeType = MediaRecorder.isTypeSupported("video/webm") ? "video/webm" : "";
+  const film = new MediaRecorder(stream, { mimeType });
+  film.ondataavailable = (event) => event.data.size && chunks.push(event.data);
+  film.onstop = () => {
+    stream.getTracks().forEach((track) => track.stop());
+    const player = $("video-player");
+    player.srcObject = null;
+    player.muted = false;
+    setVideo(new Blob(chunks, { type: film.mimeType || "video/webm" }), "recording.webm");
+  };
+  const player = $("video-player");
+  player.srcObject = stream;
+  player.muted = true; // no echo of the microphone while filming
+  await player.play();
+  show(player, true);
+  show($("video-placeholder"), false);
+  film.start();
+  filming = { film, timer: setTimeout(stopFilming, MAX_RECORD_SECONDS * 1000) };
+  $("film-button").textContent = "Stop";
+  $("film-button").classList.add("accent");
+}
+
+function stopFilming() {
+  if (!filming) return;
+  clearTimeout(filming.timer);
+  filming.film.stop();
+  filming = null;
+  $("film-button").textContent = "Record video";
+  $("film-button").classList.remove("accent");
+}
+
 // ---- request ----------------------------------------------------------------------------------
 
 function weights() {
@@ -239,16 +316,17 @@ function showWeights() {
 
 async function analyse() {
   setError("");
-  if (!state.image && !state.audio) {
-    setError("Choose a photo, a recording, or both first.");
+  if (!state.image && !state.audio && !state.video) {
+    setError("Choose a photo, a recording, both, or a video first.");
     return;
   }
   const form = new FormData();
+  if (state.video) form.append("video", state.video, state.videoName);
   if (state.image) form.append("image", state.image, state.imageName);
   if (state.audio) form.append("audio", state.audio, state.audioName);
   const { face, speech } = weights();
   form.append("weights", `face=${face.toFixed(2)},speech=${speech.toFixed(2)}`);
-  form.append("crops", $("crops").checked ? "1" : "0");
+  if (!state.video) form.append("crops", $("crops").checked ? "1" : "0");
   state.request?.abort();
   const request = (state.request = new AbortController());
   setStatus("Analysing…");
@@ -306,6 +384,11 @@ function faceNote(face) {
   if (face.status === "no_face") return "No face found in the photo.";
   const count = face.faces.length;
   return count === 1 ? "One face found." : `${count} faces found; the bars show the largest.`;
+}
+
+function videoFaceNote(face) {
+  if (face.status === "no_face") return "No face found in the video.";
+  return `The main person, in view ${percent(face.presence)} of the time (${face.people} tracked).`;
 }
 
 function speechNote(speech) {
@@ -386,12 +469,47 @@ function timeline(speech) {
   }));
 }
 
+// The video's fused label at each step, under the player, with a marker that follows playback.
+function videoTimeline({ video, timeline: steps }) {
+  const total = Math.max(video.duration, steps.at(-1).time) || 1;
+  state.videoDuration = total;
+  $("video-end").textContent = `${total.toFixed(1)} s`;
+  const blocks = steps.map((step, i) => {
+    const end = i + 1 < steps.length ? steps[i + 1].time : total;
+    const { label, confidence } = step.fusion;
+    const block = document.createElement("span");
+    block.className = "segment";
+    block.dataset.label = label ?? "";
+    block.title = `${step.time.toFixed(1)} s: ${label ? `${label} ${percent(confidence)}` : "nothing to go on"}`
+      + ` (face ${step.face.label ?? "not in view"}, voice ${step.speech.status === "ok" ? step.speech.label : "silent"})`;
+    block.style.left = percent(step.time / total, 3);
+    block.style.width = percent((end - step.time) / total, 3);
+    block.style.background = label ? `var(--${label})` : "transparent";
+    return block;
+  });
+  $("video-track").replaceChildren(...blocks, $("video-marker"));
+  moveMarker();
+  show($("video-timeline"), true);
+}
+
+function moveMarker() {
+  const share = Math.min(1, $("video-player").currentTime / (state.videoDuration || 1));
+  $("video-marker").style.left = percent(share, 3);
+}
+
+function seek(event) {
+  const track = $("video-track").getBoundingClientRect();
+  $("video-player").currentTime = ((event.clientX - track.left) / track.width) * state.videoDuration;
+}
+
 function render(result) {
+  const isVideo = Boolean(result.timeline);
   card("fusion", result.fusion, fusionNote(result));
-  card("face", result.face, faceNote(result.face));
+  card("face", result.face, isVideo ? videoFaceNote(result.face) : faceNote(result.face));
   card("speech", result.speech, speechNote(result.speech));
   drawPhoto(result.face);
   timeline(result.speech);
+  if (isVideo) videoTimeline(result);
   show($("results"), true);
 }
 
@@ -403,11 +521,17 @@ const picked = (set) => (event) => {
 };
 $("image-input").addEventListener("change", picked(setImage));
 $("audio-input").addEventListener("change", picked(setAudio));
+$("video-input").addEventListener("change", picked(setVideo));
 dropZone($("image-drop"));
 dropZone($("audio-drop"));
+dropZone($("video-drop"));
+$("video-player").addEventListener("timeupdate", moveMarker);
+$("video-player").addEventListener("seeked", moveMarker);
+$("video-track").addEventListener("click", seek);
 $("camera-button").addEventListener("click", () => (camera ? stopCamera() : startCamera()));
 $("snap-button").addEventListener("click", snapshot);
 $("record-button").addEventListener("click", () => (recorder ? stopRecording() : startRecording()));
+$("film-button").addEventListener("click", () => (filming ? stopFilming() : startFilming()));
 $("weight").addEventListener("input", showWeights);
 $("weight").addEventListener("change", () => state.result && analyse());
 $("crops").addEventListener("change", () => state.result && state.image && analyse());
@@ -416,7 +540,7 @@ $("form").addEventListener("submit", (event) => {
   analyse();
 });
 if (!navigator.mediaDevices?.getUserMedia) {
-  for (const id of ["camera-button", "record-button"]) {
+  for (const id of ["camera-button", "record-button", "film-button"]) {
     $(id).disabled = true;
     $(id).title = "needs HTTPS (or localhost) and a browser with camera and microphone access";
   }
