@@ -160,7 +160,7 @@ def models_copy(folder, face_card=None, speech_card=None, fusion=None, speech=No
     """A models folder linking to the bundled model files (or `speech`, another speech model folder),
     with edited cards and fusion settings (`<folder>/fusion/fusion.json`)."""
     from emorec.models import MODELS_DIR
-    for name in ("face_detection", "face_expression", "yamnet"):
+    for name in ("face_detection", "face_expression", "whisper", "yamnet"):
         (folder / name).symlink_to(MODELS_DIR / name)
     for name, changes, source in (("face", face_card, MODELS_DIR / "face"),
                                   ("speech", speech_card, Path(speech or MODELS_DIR / "speech"))):

@@ -8,6 +8,8 @@ import soxr
 from emorec.audio import (FRAME_SAMPLES, HOP_SAMPLES, SAMPLE_RATE, frame_times, load_audio, segment_windows,
                           speech_frames)
 from emorec.errors import InputError
+from emorec.speech_encoder import FRAMES_PER_SECOND, WINDOW_FRAMES, WINDOW_HOP_FRAMES, chunks
+from emorec.speech_features import CHUNK_SECONDS
 from emorec.labels import LABELS
 
 from conftest import RAVDESS, assert_valid_result, shared, tone, wav_bytes, write
@@ -236,23 +238,28 @@ def test_silent_audio_leaves_fusion_to_the_face(predictor, astronaut):
     assert result["fusion"]["status"] == "face_only" and result["fusion"]["sources"] == ["face"]
 
 
-def segment_times(windows, count):
-    times = frame_times(count)
-    return [(round(times[start][0], 3), round(times[end - 1][1], 3)) for start, end in windows]
+def segment_times(count):
+    """The speech timeline's windows over `count` Whisper encoder frames (50 a second), in seconds."""
+    return [(round(start / FRAMES_PER_SECOND, 3), round(end / FRAMES_PER_SECOND, 3))
+            for start, end in segment_windows(count, WINDOW_FRAMES, WINDOW_HOP_FRAMES)]
+
+
+def encoder_frames(samples):
+    return -(-(samples // 160) // 2)
 
 
 def test_clip_segments_are_overlapping_windows(clip_result):
-    """9 frames: 2.415 s windows every 0.96 s, the last one moved back to end on the last frame."""
+    """4.371 s, 219 encoder frames: 2.4 s windows every 0.96 s, the last one moved back to end on the last frame."""
     segments = clip_result["segments"]
-    assert [(s["start"], s["end"]) for s in segments] == [(0.0, 2.415), (0.96, 3.375), (1.92, 4.335), (2.4, 4.815)]
-    assert [(s["start"], s["end"]) for s in segments] == segment_times(segment_windows(9), 9)
+    assert [(s["start"], s["end"]) for s in segments] == [(0.0, 2.4), (0.96, 3.36), (1.92, 4.32), (1.98, 4.38)]
+    assert [(s["start"], s["end"]) for s in segments] == segment_times(encoder_frames(69937))
     assert segments[-1]["end"] >= clip_result["duration"] > segments[-2]["end"]
 
 
 def test_short_clip_has_one_segment_equal_to_the_clip(predictor, waveform):
-    result = predictor.predict_speech(wav_bytes(waveform[:int(1.5 * SAMPLE_RATE)]))  # 3 frames
+    result = predictor.predict_speech(wav_bytes(waveform[:int(1.5 * SAMPLE_RATE)]))  # 75 encoder frames
     (segment,) = result["segments"]
-    assert (segment["start"], segment["end"]) == (0.0, 1.935)
+    assert (segment["start"], segment["end"]) == (0.0, 1.5)
     assert segment["probabilities"] == result["probabilities"] and segment["label"] == result["label"]
 
 
@@ -262,13 +269,14 @@ def test_long_clip_gives_many_segments(predictor):
     waveform = np.concatenate(parts)
     result = predictor.predict_speech(wav_bytes(waveform))
     segments = result["segments"]
-    count = len(speech_frames(waveform))
-    assert len(segments) == len(segment_windows(count)) >= 10
-    assert [(s["start"], s["end"]) for s in segments] == segment_times(segment_windows(count), count)
+    pieces = chunks(waveform, CHUNK_SECONDS * SAMPLE_RATE)  # 11.3 s: the encoder runs on two equal chunks
+    assert len(pieces) == 2
+    assert [(s["start"], s["end"]) for s in segments] == segment_times(sum(encoder_frames(len(p)) for p in pieces))
+    assert len(segments) >= 10
     starts = [segment["start"] for segment in segments]
     assert starts == sorted(set(starts)) and starts[0] == 0
-    np.testing.assert_allclose(np.diff(starts)[:-1], 2 * HOP_SAMPLES / SAMPLE_RATE, atol=1e-3)
-    assert all(segment["end"] - segment["start"] == pytest.approx(2.415, abs=1e-3) for segment in segments)
+    np.testing.assert_allclose(np.diff(starts)[:-1], 0.96, atol=1e-3)
+    assert all(segment["end"] - segment["start"] == pytest.approx(2.4, abs=1e-3) for segment in segments)
     assert segments[-1]["end"] >= result["duration"]
     assert segments[-2]["end"] < result["duration"]
     assert len({segment["label"] for segment in segments}) > 1  # three emotions in a row
