@@ -74,7 +74,7 @@ def best_weights(face, speech, targets, rule):
     """The face weight on a 0.05 grid that maximises pair accuracy; ties go to the most even."""
     scored = []
     for face_weight in WEIGHT_GRID:
-        weights = {"face": float(face_weight), "speech": float(1 - face_weight)}
+        weights = {"face": round(float(face_weight), 2), "speech": round(float(1 - face_weight), 2)}
         accuracy = float((fused_predictions(face, speech, rule, weights) == targets).mean())
         scored.append((-accuracy, abs(face_weight - 0.5), weights))
     return min(scored, key=lambda item: item[:2])[2]
