@@ -86,12 +86,12 @@ class Stopwatch:
 def profile(predictor, data, reps, max_side):
     """Median seconds of a whole analysis, and the median seconds of each stage."""
     watch, totals, stages = Stopwatch(), [], collections.defaultdict(list)
-    originals = (video.read_frames, video.load_soundtrack, predictor.detector.detect, predictor.classify_faces,
-                 predictor.predict_speech, timeline.FRAME_MAX_SIDE)
+    originals = (video.read_frames, video.load_soundtrack, predictor.detector.detect,
+                 predictor.classify_photo_faces, predictor.predict_speech, timeline.FRAME_MAX_SIDE)
     video.read_frames = watch.generator("decode frames", originals[0])
     video.load_soundtrack = watch.function("decode sound", originals[1])
     predictor.detector.detect = watch.function("detect", originals[2])
-    predictor.classify_faces = watch.function("classify faces", originals[3])
+    predictor.classify_photo_faces = watch.function("classify faces", originals[3])
     predictor.predict_speech = watch.function("speech model", originals[4])
     timeline.FRAME_MAX_SIDE = max_side
     try:
@@ -105,7 +105,7 @@ def profile(predictor, data, reps, max_side):
                     stages[stage].append(watch.seconds[stage])
     finally:
         video.read_frames, video.load_soundtrack = originals[:2]
-        del predictor.detector.detect, predictor.classify_faces, predictor.predict_speech
+        del predictor.detector.detect, predictor.classify_photo_faces, predictor.predict_speech
         timeline.FRAME_MAX_SIDE = originals[5]
     total = statistics.median(totals)
     seconds = {stage: statistics.median(values) for stage, values in stages.items()}

@@ -113,14 +113,40 @@ class WhisperEncoder(TFLiteModel):
         return pool(self.layer_frames(waveform), layers)
 
     def window_features(self, waveform, layers=None):
-        """`pool_windows` of the clip's layer frames."""
-        return pool_windows(self.layer_frames(waveform), layers)
+        """Per-window features [windows, len(layers) * 1024] and each window's (start, end) seconds."""
+        return self.timeline(waveform, layers)[1:]
 
+    def timeline(self, waveform, layers=None):
+        """The clip's features, the speech timeline's window features [windows, len(layers) * 1024]
+        (2.4 s every 0.96 s, segment_windows' rules) and each window's (start, end) seconds.
 
-def pool_windows(layer_frames, layers=None):
-    """Per-window features [windows, len(layers) * 1024] of layer frames [8, frames, 512] and each
-    window's (start, end) seconds, over the speech timeline's windows (2.4 s every 0.96 s,
-    segment_windows' rules)."""
-    spans = segment_windows(layer_frames.shape[1], WINDOW_FRAMES, WINDOW_HOP_FRAMES)
-    features = np.stack([pool(layer_frames[:, start:end], layers) for start, end in spans])
-    return features, [(start / FRAMES_PER_SECOND, end / FRAMES_PER_SECOND) for start, end in spans]
+        One pass of the encoder that holds one chunk's frames at a time (and the window reaching back
+        into the chunk before), so memory does not grow with the clip's length. A clip of one chunk
+        is pooled by `pool`, as training pools it; a longer one's mean and std are combined over its
+        chunks (in float64).
+        """
+        mels = [log_mel(piece) for piece in chunks(waveform, self.chunk_samples)]
+        spans = segment_windows(sum(-(-len(mel) // 2) for mel in mels), WINDOW_FRAMES, WINDOW_HOP_FRAMES)
+        pending = iter(spans)
+        span = next(pending, None)
+        windows, kept, first, count, sums, squares = [], None, 0, 0, 0.0, 0.0
+        for mel in mels:
+            with self.lock:
+                frames = self._run(mel[None])[0]
+            frames = frames if layers is None else frames[list(layers)]
+            count += frames.shape[1]
+            sums = sums + frames.sum(axis=1, dtype=np.float64)
+            squares = squares + np.square(frames, dtype=np.float64).sum(axis=1)
+            kept = frames if kept is None else np.concatenate([kept, frames], axis=1)
+            while span is not None and span[1] <= first + kept.shape[1]:
+                windows.append(pool(kept[:, span[0] - first:span[1] - first]))
+                span = next(pending, None)
+            start = span[0] if span is not None else first + kept.shape[1]
+            kept, first = kept[:, start - first:], start
+        if len(mels) == 1:
+            clip = pool(frames)
+        else:
+            mean = sums / count
+            std = np.sqrt(np.maximum(squares / count - mean ** 2, 0))
+            clip = np.concatenate([mean, std], axis=-1).reshape(-1).astype(np.float32)
+        return clip, np.stack(windows), [(start / FRAMES_PER_SECOND, end / FRAMES_PER_SECOND) for start, end in spans]

@@ -16,7 +16,7 @@ from . import media
 from .audio import SAMPLE_RATE, frame_times, load_audio, segment_windows, speech_frames
 from .errors import InputError
 from .models import MODELS_DIR, YAMNet, clip_features
-from .speech_encoder import LAYERS as WHISPER_LAYERS, WhisperEncoder, pool, pool_windows
+from .speech_encoder import LAYERS as WHISPER_LAYERS, WhisperEncoder
 
 SPEECH_LAYERS = (6, 7, 8, 9, 10)  # YAMNet layers whose features the speech head reads (see the model card)
 
@@ -69,9 +69,8 @@ class WhisperFeatures:
 
     def timeline(self, waveform):
         """The clip's features, the speech timeline's window features [windows, d] (2.4 s every 0.96 s)
-        and each window's (start, end) seconds, from one pass of the encoder."""
-        frames = self.encoder.layer_frames(waveform)
-        return (pool(frames, self.layers), *pool_windows(frames, self.layers))
+        and each window's (start, end) seconds (`WhisperEncoder.timeline`)."""
+        return self.encoder.timeline(waveform, self.layers)
 
 
 # Each front end from a models folder, a model card's settings and a thread count.

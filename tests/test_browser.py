@@ -1,5 +1,6 @@
 """The page in headless Chromium: upload or capture a photo and a clip, analyse, read the result."""
 
+import json
 import re
 import threading
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from emorec import LABELS
+from emorec.models import MODELS_DIR
 from emorec.web import create_app
 
 pytestmark = pytest.mark.browser
@@ -88,7 +90,9 @@ def test_upload_analyse_and_reweigh(page):
     assert page.text_content("#face-note") == "One face found."
     assert page.locator("#timeline .segment").count() == 4  # 2.4 s windows every 0.96 s over 4.4 s
     note = page.text_content("#fusion-note")
-    assert note.startswith("Face and voice together, weighted 50% / 50%; by their certainty, ") and note.endswith("%.")
+    shipped = json.loads((MODELS_DIR / "fusion" / "fusion.json").read_text())["weights"]
+    weighted = f"weighted {shipped['face']:.0%} / {shipped['speech']:.0%}; by their certainty, "
+    assert note.startswith(f"Face and voice together, {weighted}") and note.endswith("%.")
     screenshot(page, "browser.png")
 
     page.fill("#weight", "100")  # all on the face: the page asks again with the new weights

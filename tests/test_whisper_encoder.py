@@ -112,3 +112,19 @@ def test_long_audio_runs_as_chunks_and_windows_follow_the_timeline(encoder):
     expected = segment_windows(5 * FRAMES_PER_SECOND, 120, 48)
     assert features.shape == (len(expected), 2 * 2 * WIDTH)
     assert spans[0] == (0.0, 2.4) and spans[1] == (0.96, 3.36) and spans[-1][1] == 5.0
+
+
+def test_timeline_streams_chunks_as_the_whole_clip_pools(encoder):
+    """Chunk by chunk, holding one chunk's frames: the windows pool exactly the frames the whole
+    clip's layer frames hold there, and the clip's mean and std agree with pooling them all."""
+    speech = tone(5.0, frequency=300.0).astype(np.float32) * np.linspace(0.2, 1, 80000, dtype=np.float32)
+    chunked = WhisperEncoder(MODELS_DIR / "whisper" / "encoder.tflite", chunk_seconds=2)
+    frames = chunked.layer_frames(speech)
+    clip, windows, spans = chunked.timeline(speech, layers=[1, 6])
+    expected = segment_windows(frames.shape[1], 120, 48)
+    assert spans == [(start / FRAMES_PER_SECOND, end / FRAMES_PER_SECOND) for start, end in expected]
+    np.testing.assert_array_equal(windows, np.stack([pool(frames[:, start:end], [1, 6]) for start, end in expected]))
+    np.testing.assert_allclose(clip, pool(frames, [1, 6]), rtol=1e-4, atol=1e-4)
+    single_clip, single_windows, _ = encoder.timeline(speech)  # one chunk: pooled as training pools it
+    np.testing.assert_array_equal(single_clip, encoder.clip_features(speech))
+    assert single_windows.shape == (len(segment_windows(250, 120, 48)), LAYERS * 2 * WIDTH)
