@@ -9,6 +9,9 @@ import numpy as np
 
 from .errors import InputError
 
+PHOTOS_SPLIT = "photos-wild"
+RARE_CLASS = "fear"  # 6 photos in photos_wild: the balanced accuracy is also reported without it
+
 
 def metrics(targets, predictions, labels):
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: truth)."""
@@ -80,10 +83,6 @@ def evaluate_face(predictor, data, split, batch_size=256):
                                   for start in tqdm(range(0, len(faces), batch_size), desc="faces")])
     return {"model": "face", "data": str(data), "split": split,
             **metrics(targets, predictions, predictor.labels)}
-
-
-PHOTOS_SPLIT = "photos-wild"
-RARE_CLASS = "fear"  # 6 photos in photos_wild: the balanced accuracy is also reported without it
 
 
 def balanced_accuracy(targets, predictions, leave_out=()):
