@@ -4,9 +4,7 @@ import io
 import os
 
 import numpy as np
-import soundfile
 
-from . import media
 from .errors import InputError
 
 SAMPLE_RATE = 16000
@@ -28,6 +26,10 @@ def load_audio(source, max_seconds=MAX_SECONDS):
     (emorec.media) reads the rest: MP3, M4A/AAC, Ogg and WebM (Opus, Vorbis), the audio track of
     MP4, MOV, MKV and AVI. A file with no audio stream raises media.NoAudioTrack, an InputError.
     """
+    import soundfile  # the decoders load here: training imports this module's framing without them
+
+    from . import media
+
     name = _describe(source)
     if isinstance(source, (bytes, bytearray)):
         if not source:
@@ -52,6 +54,10 @@ def load_audio(source, max_seconds=MAX_SECONDS):
 
 def _libsndfile_chunks(sound, name, max_seconds):
     """Yield (float32 [samples, channels], rate) blocks of an open SoundFile, its length checked first."""
+    import soundfile
+
+    from . import media
+
     with sound:
         media.check_duration(sound.frames / sound.samplerate, max_seconds, name)
         try:

@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 
 MODELS_DIR = Path(os.environ.get("EMOREC_MODELS", Path(__file__).resolve().parent.parent / "models"))
 SPEECH_CLASS = 0  # YAMNet's AudioSet class "Speech"
@@ -60,6 +59,8 @@ class TFLiteModel:
     """A .tflite model with one input of any batch (or sequence) size; calls are serialised by a lock."""
 
     def __init__(self, path, threads=1, preserve=False):
+        from ai_edge_litert.interpreter import Interpreter  # here, so training imports this module without it
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads,

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import media
 from .audio import SAMPLE_RATE, frame_times, load_audio, segment_windows, speech_frames
 from .errors import InputError
 from .models import MODELS_DIR, YAMNet, clip_features
@@ -89,13 +88,18 @@ def front_end(name, models_dir=MODELS_DIR, card=None, threads=1):
     return FRONT_ENDS[name](Path(models_dir), card or {}, threads)
 
 
-# Channels a clip can go through before the front end (`Transmitted`): 16 kHz waveform in and out.
-CHANNELS = {
-    "mp3-32k": lambda waveform: media.codec_round_trip(waveform, SAMPLE_RATE, "mp3", 32000),
-    "aac-32k": lambda waveform: media.codec_round_trip(waveform, SAMPLE_RATE, "aac", 32000),
-    "opus-24k": lambda waveform: media.codec_round_trip(waveform, SAMPLE_RATE, "opus", 24000),
-    "telephone": lambda waveform: media.telephone_band(waveform, SAMPLE_RATE),
-}
+# Channels a clip can go through before the front end (`Transmitted`): a codec round trip at a bitrate
+# (bit/s), or the telephone band.
+CHANNELS = {"mp3-32k": ("mp3", 32000), "aac-32k": ("aac", 32000), "opus-24k": ("opus", 24000), "telephone": None}
+
+
+def transmit(waveform, channel):
+    """A 16 kHz waveform after one of the CHANNELS, at 16 kHz and the same length."""
+    from . import media  # FFmpeg, loaded only when a channel is used
+
+    if CHANNELS[channel] is None:
+        return media.telephone_band(waveform, SAMPLE_RATE)
+    return media.codec_round_trip(waveform, SAMPLE_RATE, *CHANNELS[channel])
 
 
 class Transmitted:
@@ -110,7 +114,7 @@ class Transmitted:
         self.key = f"{extractor.key}|{channel}"
 
     def __call__(self, waveform):
-        return self.extractor(CHANNELS[self.channel](waveform))
+        return self.extractor(transmit(waveform, self.channel))
 
 
 def augment_waveform(waveform, rng):

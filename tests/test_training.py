@@ -4,6 +4,7 @@ import csv
 import functools
 import json
 import shutil
+import subprocess
 import sys
 
 import cv2
@@ -22,7 +23,7 @@ from emorec.models import MODELS_DIR, Classifier, softmax  # noqa: E402
 from emorec.predictor import Predictor  # noqa: E402
 from emorec.speech_features import YAMNetFeatures, speech_features  # noqa: E402
 
-from conftest import CLIP, FER2013, RAVDESS, models_copy, shared, tone, wav_bytes, write  # noqa: E402
+from conftest import CLIP, FER2013, RAVDESS, ROOT, models_copy, shared, tone, wav_bytes, write  # noqa: E402
 
 # Keras 3 on NumPy 2 warns about __array__ on every converted tensor; nothing to act on here.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -299,6 +300,16 @@ def test_time_limit_stops_after_the_last_epoch_that_fits():
         limit.on_epoch_begin(0)
         limit.on_epoch_end(0)
         assert limit.model.stop_training is stops
+
+
+def test_training_imports_without_the_serving_runtimes():
+    """A GPU machine has Keras but neither LiteRT, ONNX Runtime, FFmpeg (PyAV), libsndfile nor soxr
+    (scripts/train_face_gpu.sh): the CLI and training import without them."""
+    absent = ("ai_edge_litert", "onnxruntime", "av", "soundfile", "soxr")
+    blocked = f"import sys\nfor name in {absent}: sys.modules[name] = None\n"
+    result = subprocess.run([sys.executable, "-c", blocked + "import emorec.cli, emorec.train"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 # ---- the speech head --------------------------------------------------------------------
