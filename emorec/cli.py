@@ -11,6 +11,7 @@ from . import fusion, scoring
 from .errors import InputError
 from .speech_features import CHANNELS, FRONT_ENDS, NORMALISATIONS
 
+
 def _predictor(args):
     from .predictor import Predictor
     return Predictor(args.models) if args.models else Predictor()

@@ -72,6 +72,13 @@ class Predictor:
         mixed = log_linear(logits, [weight for _, _, weight in self.face_model.photo_members])
         return softmax(mixed, self.face_model.photo_temperature)
 
+    def find_faces(self, picture):
+        """Boxes (x, y, w, h), largest first, and probabilities [n, classes] of the faces in a BGR image."""
+        detections = sorted(self.detector.detect(picture), key=lambda d: -d[2] * d[3])
+        if not len(detections):
+            return [], np.zeros((0, len(self.labels)))
+        return [[int(round(v)) for v in d[:4]] for d in detections], self.classify_photo_faces(picture, detections)
+
     def predict_face(self, image, crops=False):
         """Every face in a photo (largest first), or the whole image as one crop with `crops`.
 
@@ -83,12 +90,10 @@ class Predictor:
             boxes = [[0, 0, picture.shape[1], picture.shape[0]]]
             probabilities = self.classify_faces([cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)])
         else:
-            detections = sorted(self.detector.detect(picture), key=lambda d: -d[2] * d[3])
-            if not len(detections):
+            boxes, probabilities = self.find_faces(picture)
+            if not boxes:
                 return {"status": "no_face", "faces": [], "label": None, "confidence": None,
                         "probabilities": None}
-            boxes = [[int(round(v)) for v in d[:4]] for d in detections]
-            probabilities = self.classify_photo_faces(picture, detections)
         found = [{"box": box, "low_resolution": bool(max(box[2:]) < self.face_model.low_resolution_px),
                   **self._result(p)} for box, p in zip(boxes, probabilities)]
         return {"status": "ok", "faces": found, **self._result(probabilities[0])}

@@ -109,8 +109,8 @@ class WhisperEncoder(TFLiteModel):
             return np.concatenate([self._run(log_mel(piece)[None])[0] for piece in pieces], axis=1)
 
     def clip_features(self, waveform, layers=None):
-        """The per-clip features: `pool` of the clip's layer frames (all 8 layers: 8192 values)."""
-        return pool(self.layer_frames(waveform), layers)
+        """The per-clip features (all 8 layers: 8192 values), as `timeline` gives them."""
+        return self.timeline(waveform, layers)[0]
 
     def window_features(self, waveform, layers=None):
         """Per-window features [windows, len(layers) * 1024] and each window's (start, end) seconds."""

@@ -1,11 +1,11 @@
 """Video timelines: each person's face tracked across the sampled frames, the voice's segments over the
 sound track, and their fusion at every step; clip-level face, speech and fused results.
 
-Faces are found and classified by the Predictor (its detector, align_crop and classify_faces: the one
-face preprocessing). A greedy IoU tracker keeps each person's boxes together; a track ends after
-TRACK_GAP_SECONDS unseen. Each track's probabilities are smoothed over time by an exponential moving
-average (time constant SMOOTHING_SECONDS). The main person is the track with the largest summed box
-area (the largest and longest in view); the face timeline follows that track.
+Faces are found and classified by the Predictor (`find_faces`: the photo path). A greedy IoU tracker
+keeps each person's boxes together; a track ends after TRACK_GAP_SECONDS unseen. Each track's
+probabilities are smoothed over time by an exponential moving average (time constant
+SMOOTHING_SECONDS). The main person is the track with the largest summed box area (the largest and
+longest in view); the face timeline follows that track.
 """
 
 import math
@@ -94,15 +94,6 @@ class Tracker:
         return max(self.tracks, key=lambda track: track.area, default=None)
 
 
-def frame_faces(predictor, frame):
-    """Boxes (x, y, w, h in the frame's pixels) and probabilities [n, classes] of every face in a BGR frame."""
-    detections = predictor.detector.detect(frame)
-    if not len(detections):
-        return [], np.zeros((0, len(predictor.labels)))
-    probabilities = predictor.classify_photo_faces(frame, detections)  # the photo path's ensemble
-    return [[int(round(value)) for value in detection[:4]] for detection in detections], probabilities
-
-
 def covering_segment(segments, time):
     """The speech segment whose centre is nearest `time` among those that cover it, or None."""
     covering = [segment for segment in segments if segment["start"] <= time <= segment["end"]]
@@ -141,7 +132,7 @@ def analyse(predictor, source, fps=video.DEFAULT_FPS, weights=None, threads=0):
     info = video.video_info(source)  # the header's limits, before anything is decoded
     tracker, times = Tracker(max(TRACK_GAP_SECONDS, 1.5 / fps)), []  # at a low rate: the next frame may continue it
     for time, frame in video.read_frames(source, fps, max_side=FRAME_MAX_SIDE, threads=threads):
-        boxes, probabilities = frame_faces(predictor, frame)
+        boxes, probabilities = predictor.find_faces(frame)
         scale = max(info.width, info.height) / max(frame.shape[:2])  # back to the video's own pixels, upright
         shown = [round(side * scale) for side in frame.shape[1::-1]]  # width, height as players show it
         boxes = [[round(value * scale) for value in box] for box in boxes]

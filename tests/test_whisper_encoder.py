@@ -125,6 +125,6 @@ def test_timeline_streams_chunks_as_the_whole_clip_pools(encoder):
     assert spans == [(start / FRAMES_PER_SECOND, end / FRAMES_PER_SECOND) for start, end in expected]
     np.testing.assert_array_equal(windows, np.stack([pool(frames[:, start:end], [1, 6]) for start, end in expected]))
     np.testing.assert_allclose(clip, pool(frames, [1, 6]), rtol=1e-4, atol=1e-4)
-    single_clip, single_windows, _ = encoder.timeline(speech)  # one chunk: pooled as training pools it
-    np.testing.assert_array_equal(single_clip, encoder.clip_features(speech))
+    single_clip, single_windows, _ = encoder.timeline(speech)  # one chunk: `pool` of its frames, exactly
+    np.testing.assert_array_equal(single_clip, pool(encoder.layer_frames(speech)))
     assert single_windows.shape == (len(segment_windows(250, 120, 48)), LAYERS * 2 * WIDTH)
