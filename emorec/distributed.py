@@ -48,7 +48,7 @@ def folder_files(path):
     """The files under a folder (local or a URI), sorted, or None when `path` is not a folder."""
     if "://" not in path:
         return scoring.local_folder(path)
-    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+    fs, inner = filesystem(path)
     if fs.get_file_info(inner).type != pyarrow.fs.FileType.Directory:
         return None
     scheme = path.split("://", 1)[0]
@@ -66,7 +66,7 @@ def _read(path):
     """A local path as it is, or the bytes of a URI's file (the decoders take either)."""
     if "://" not in path:
         return path
-    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+    fs, inner = filesystem(path)
     try:
         with fs.open_input_stream(inner) as stream:
             return stream.read()
