@@ -103,20 +103,22 @@ def train(args):
             raise InputError("--pack packs FER2013 faces: use it with `train face`")
         size = datasets.pack_fer2013(args.data[0], args.out)
         return print(f"FER2013 Training and PublicTest packed -> {args.out} ({size / 2**20:.1f} MiB)")
-    from . import train as training
+    from . import speech_features, train as training
+    recipes = training.AUGMENTATIONS if args.modality == "face" else speech_features.AUGMENTATIONS
+    if args.augment is not None and args.augment not in recipes:
+        raise InputError(f"--augment {args.augment}: the {args.modality} recipes are {', '.join(recipes)}")
     if args.modality == "face":
         if len(args.data) > 1:
             raise InputError("the face CNN trains on one FER2013 --data")
         training.train_face(args.data[0], args.out, args.epochs or 30, args.batch_size or 64,
                             args.learning_rate or 2e-3, args.width, args.labels, args.seed, args.resume,
-                            args.limit, args.augment, args.workers, args.time_limit)
+                            args.limit, args.augment or "standard", args.workers, args.time_limit)
     else:
-        from . import speech_features
         extractor = (speech_features.YAMNetFeatures(args.yamnet) if args.yamnet and args.front_end == "yamnet"
                      else speech_features.front_end(args.front_end, args.models or speech_features.MODELS_DIR))
         training.train_speech(args.data, args.out, extractor, args.cache, args.epochs or 150,
                               args.batch_size or 64, args.learning_rate or 1e-3, args.variants, args.labels,
-                              args.seed, args.resume, args.normalise)
+                              args.seed, args.resume, args.normalise, args.augment or "signal")
     print(f"model written to {args.out}")
 
 
@@ -301,8 +303,9 @@ def parser():
     command.add_argument("--labels", choices=("seven", "six"), default="seven", help="label preset")
     command.add_argument("--seed", type=int, default=0)
     command.add_argument("--resume", action="store_true", help="continue the run in --out")
-    command.add_argument("--augment", choices=("standard", "photo"), default="standard",
-                         help="face augmentation: standard, or photo (adds real-photo degradations)")
+    command.add_argument("--augment", help="augmentation recipe: face standard (default) or photo (adds "
+                         "real-photo degradations); speech signal (default) or channel (adds reverberation, "
+                         "codecs and the telephone band)")
     command.add_argument("--workers", type=int, default=1, help="processes augmenting face batches")
     command.add_argument("--limit", type=int, help="face: train on a random subset of this many faces (checks)")
     command.add_argument("--time-limit", type=float, help="seconds: stop after the last epoch that fits")

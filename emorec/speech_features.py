@@ -117,24 +117,67 @@ class Transmitted:
         return self.extractor(transmit(waveform, self.channel))
 
 
-def augment_waveform(waveform, rng):
-    """A random variant of a clip: speed 0.9-1.1x, gain +-6 dB, shift up to 0.25 s, noise at 5-30 dB SNR."""
+# Augmentation recipes for the speech head's training copies: "signal" varies the voice's speed, level,
+# timing and noise; "channel" adds what rooms and transmission do: reverberation, then a codec round
+# trip at a random bitrate or the telephone band (drawn with these shares; "clean" leaves it as it is).
+AUGMENTATIONS = ("signal", "channel")
+REVERBERATION_SHARE = 1 / 3
+CODEC_SHARES = {"clean": 0.2, "mp3": 0.25, "aac": 0.2, "opus": 0.2, "telephone": 0.15}
+CODEC_BITRATES = (16000, 24000, 32000, 48000, 64000)
+
+
+def augment_waveform(waveform, rng, recipe="signal"):
+    """A random variant of a clip: speed 0.9-1.1x, gain +-6 dB, shift up to 0.25 s, noise at 5-30 dB SNR;
+    the "channel" recipe adds reverberation before the noise and a codec or the telephone band after it."""
     import soxr
 
+    if recipe not in AUGMENTATIONS:
+        raise ValueError(f"unknown speech augmentation {recipe!r}; choose from {', '.join(AUGMENTATIONS)}")
     speed = rng.uniform(0.9, 1.1)
     waveform = soxr.resample(waveform, SAMPLE_RATE * speed, SAMPLE_RATE).astype(np.float32)
     waveform = np.roll(np.pad(waveform, (SAMPLE_RATE // 4, 0)), -rng.integers(0, SAMPLE_RATE // 4))
     waveform = waveform * 10 ** (rng.uniform(-6, 6) / 20)
+    if recipe == "channel" and rng.random() < REVERBERATION_SHARE:
+        waveform = reverberate(waveform, rng)
     power = np.mean(waveform ** 2) + 1e-12
     noise = rng.normal(0, np.sqrt(power / 10 ** (rng.uniform(5, 30) / 10)), len(waveform))
-    return np.clip(waveform + noise, -1, 1).astype(np.float32)
+    waveform = np.clip(waveform + noise, -1, 1).astype(np.float32)
+    return random_channel(waveform, rng) if recipe == "channel" else waveform
 
 
-def speech_features(paths, extractor, cache, variants=0, seed=0, progress=True):
+def reverberate(waveform, rng):
+    """The clip in a synthetic room: an impulse response of exponentially decaying noise (reverberation
+    time 0.2-0.8 s), mixed 20-60 % wet, at the clip's level and length."""
+    seconds = rng.uniform(0.2, 0.8)
+    times = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    response = rng.normal(0, 1, len(times)) * 10 ** (-3 * times / seconds)  # -60 dB at `seconds`
+    response /= np.sqrt(np.sum(response ** 2))
+    size = len(waveform) + len(response) - 1
+    wet = np.fft.irfft(np.fft.rfft(waveform, size) * np.fft.rfft(response, size), size)[:len(waveform)]
+    mixed = waveform + rng.uniform(0.2, 0.6) * (wet - waveform)
+    level = np.sqrt(np.mean(waveform ** 2) / (np.mean(mixed ** 2) + 1e-12))
+    return (mixed * level).astype(np.float32)
+
+
+def random_channel(waveform, rng):
+    """The clip through a channel drawn by CODEC_SHARES: an MP3, AAC or Opus round trip at one of
+    CODEC_BITRATES, the telephone band, or none."""
+    from . import media  # FFmpeg, loaded only when a channel is used
+
+    codec = rng.choice(list(CODEC_SHARES), p=list(CODEC_SHARES.values()))
+    if codec == "clean":
+        return waveform
+    if codec == "telephone":
+        return media.telephone_band(waveform, SAMPLE_RATE)
+    return media.codec_round_trip(waveform, SAMPLE_RATE, codec, rng.choice(CODEC_BITRATES))
+
+
+def speech_features(paths, extractor, cache, variants=0, seed=0, progress=True, augment="signal"):
     """Each clip's features from a front end, through the serving decoder, cached on disk per clip
     and variant (an interrupted run keeps what it computed).
 
-    Returns one [clips, d] array per variant: the clean clips first, then `variants` augmented copies.
+    Returns one [clips, d] array per variant: the clean clips first, then `variants` copies augmented
+    by the `augment` recipe (AUGMENTATIONS).
     A clip the decoder cannot read gets rows of NaN (see `decoded`) and is tried again next time.
     """
     from tqdm import tqdm
@@ -145,7 +188,8 @@ def speech_features(paths, extractor, cache, variants=0, seed=0, progress=True):
     for path in tqdm(paths, desc=f"{extractor.name} features", unit="clip", disable=not progress):
         source = f"{Path(path).resolve()}:{os.path.getmtime(path)}:{extractor.key}"
         key = hashlib.sha1(source.encode()).hexdigest()
-        files = [cache / f"{key}-{seed}-{variant}.npy" for variant in range(variants + 1)]
+        files = [cache / f"{key}-{seed}-0.npy"] + [cache / f"{key}-{seed}-{variant}-{augment}.npy"
+                                                   for variant in range(1, variants + 1)]
         try:
             waveform = None if all(file.exists() for file in files) else load_audio(path)
         except InputError as error:
@@ -156,7 +200,7 @@ def speech_features(paths, extractor, cache, variants=0, seed=0, progress=True):
         for variant, (file, rows) in enumerate(zip(files, results)):
             if not file.exists():
                 rng = np.random.default_rng([seed, variant, int(key[:8], 16)])
-                features = extractor(augment_waveform(waveform, rng) if variant else waveform)
+                features = extractor(augment_waveform(waveform, rng, augment) if variant else waveform)
                 np.save(file.with_suffix(".part.npy"), features)
                 os.replace(file.with_suffix(".part.npy"), file)
             rows.append(np.load(file))

@@ -347,13 +347,14 @@ class CorpusValidation(keras.callbacks.Callback):
 
 
 def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learning_rate=1e-3, variants=4,
-                 label_preset="seven", seed=0, resume=False, normalisation="none"):
+                 label_preset="seven", seed=0, resume=False, normalisation="none", augment="signal"):
     """Train the speech head on the training speakers of one or more corpora (`data`: a folder or
     a list; RAVDESS actors 1-16, nEMO's train speakers), choosing the epoch on the mean accuracy
     over the corpora's validation speakers; export the best epoch.
 
     `extractor` is a front end (`emorec.speech_features`); `normalisation` standardises features
-    per speaker or per corpus ("none" for a head that serves single clips). The loss is masked to
+    per speaker or per corpus ("none" for a head that serves single clips); `variants` copies of each
+    training clip are augmented by the `augment` recipe (speech_features.AUGMENTATIONS). The loss is masked to
     the classes each clip's corpus has, and every (corpus, class) gets the same total weight.
     """
     keras.utils.set_random_seed(seed)
@@ -364,7 +365,8 @@ def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learnin
     if not train or not val:
         raise InputError(f"{', '.join(map(str, folders))}: no clips of a corpus with speaker splits "
                          "(RAVDESS, nEMO)")
-    train, x_train = decoded(train, speech_features([c.path for c in train], extractor, cache, variants, seed))
+    train, x_train = decoded(train, speech_features([c.path for c in train], extractor, cache, variants, seed,
+                                                                   augment=augment))
     x_train = np.concatenate(normalise(x_train, train, normalisation))
     val, x_val = decoded(val, speech_features([c.path for c in val], extractor, cache))
     (x_val,) = normalise(x_val, val, normalisation)
@@ -381,7 +383,8 @@ def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learnin
     corpora = sorted({clip.corpus for clip in train})
     trained = [name for name in names if any(name in label_sets.corpus_labels(c, names) for c in corpora)]
     export(network, out, names, **extractor.card, corpora=corpora, trained_labels=trained,
-           feature_normalisation=normalisation, variants=variants, parameters=int(network.count_params()))
+           feature_normalisation=normalisation, variants=variants,
+           augmentation=augment if variants else None, parameters=int(network.count_params()))
     return network
 
 

@@ -5,7 +5,8 @@ import pytest
 
 from emorec.datasets import Clip
 from emorec.audio import load_audio
-from emorec.speech_features import Transmitted, decoded, front_end, normalise, speech_features
+from emorec.speech_features import (SAMPLE_RATE, Transmitted, augment_waveform, decoded, front_end, normalise,
+                                    random_channel, reverberate, speech_features)
 
 from conftest import tone, wav_bytes, write
 
@@ -88,3 +89,43 @@ def test_whisper_front_end_is_the_encoders_clip_features(tmp_path):
     assert features.shape == (1, 2 * 1024)
     np.testing.assert_array_equal(features[0], WhisperEncoder(path).clip_features(load_audio(clip), [1, 6]))
     assert front_end("whisper-base").key != extractor.key  # all 8 layers: cached apart
+
+
+def test_reverberation_leaves_a_decaying_tail_at_the_same_level():
+    click = np.zeros(SAMPLE_RATE, np.float32)
+    click[1600:1610] = 0.5
+    rooms = [reverberate(click, np.random.default_rng(seed)) for seed in range(5)]
+    for room in rooms:
+        assert room.shape == click.shape and room.dtype == np.float32
+        np.testing.assert_allclose(np.sqrt(np.mean(room ** 2)), np.sqrt(np.mean(click ** 2)), rtol=1e-4)
+        tail = [np.sqrt(np.mean(room[start:start + 800] ** 2)) for start in (2400, 4000)]
+        assert tail[0] > 1e-4 and tail[1] < tail[0]  # sound after the click has ended, fading
+    assert not np.allclose(rooms[0], rooms[1])
+
+
+def test_channel_augmentation_is_seeded_and_goes_through_codecs(clip):
+    speech = load_audio(clip)
+    signal = [augment_waveform(speech, np.random.default_rng(seed)) for seed in range(12)]
+    channel = [augment_waveform(speech, np.random.default_rng(seed), "channel") for seed in range(12)]
+    again = augment_waveform(speech, np.random.default_rng(3), "channel")
+    np.testing.assert_array_equal(channel[3], again)
+    assert all(len(a) == len(b) and np.isfinite(b).all() for a, b in zip(signal, channel))  # same speed draws
+    assert sum(not np.allclose(a, b) for a, b in zip(signal, channel)) >= 8  # most copies changed (20 % stay clean)
+    telephone = random_channel(speech, Forced("telephone"))
+    spectrum = np.abs(np.fft.rfft(telephone)) ** 2
+    frequencies = np.fft.rfftfreq(len(telephone), 1 / SAMPLE_RATE)
+    assert spectrum[frequencies > 4000].sum() < 1e-3 * spectrum.sum()  # nothing above the 8 kHz line's band
+    mp3 = random_channel(speech, Forced("mp3", 16000))
+    assert len(mp3) == len(speech) and not np.allclose(mp3, speech, atol=1e-3)
+    with pytest.raises(ValueError, match="unknown speech augmentation 'photo'"):
+        augment_waveform(speech, np.random.default_rng(0), "photo")
+
+
+class Forced:
+    """An rng whose choices are given: the channel, then the bitrate."""
+
+    def __init__(self, *choices):
+        self.choices = list(choices)
+
+    def choice(self, options, p=None):
+        return self.choices.pop(0)

@@ -367,6 +367,7 @@ def test_train_speech_on_a_tiny_corpus(speech_run):
                     "input": "mean and std over frames of YAMNet layer features",
                     "yamnet_layers": list(train.SPEECH_LAYERS), "corpora": ["ravdess"],
                     "trained_labels": list(LABELS), "feature_normalisation": "none", "variants": 1,
+                    "augmentation": "signal",
                     "parameters": SPEECH_WIDTH * 7 + 7 + 2 * SPEECH_WIDTH + 1}
     history = json.loads((folder / "run" / "checkpoints" / "state.json").read_text())["history"]
     assert history[0]["val_mean_accuracy"] == history[0]["val_ravdess_accuracy"]  # one corpus: its accuracy
@@ -417,6 +418,10 @@ def test_speech_feature_variants_are_seeded_augmentations(tmp_path):
     reseeded = speech_features(clips, yamnet, tmp_path / "d", variants=1, seed=1)
     np.testing.assert_array_equal(reseeded[0], clean)
     assert not np.allclose(reseeded[1], first)
+    channel = speech_features(clips, yamnet, tmp_path / "a", variants=2, seed=0, augment="channel")
+    np.testing.assert_array_equal(channel[0], clean)  # the clean clip is shared by the recipes' caches
+    assert not np.allclose(channel[1], first) and not np.allclose(channel[2], second)
+    assert len(list((tmp_path / "a").glob("*.npy"))) == 5  # clean + 2 copies per recipe
 
 
 def test_keras_litert_and_predictor_agree_on_real_speech(speech_run, real_features, tmp_path):
