@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import fusion, scoring
 from .errors import InputError
-from .speech_features import CHANNELS, FRONT_ENDS, NORMALISATIONS
+from .speech_features import CHANNELS, FRONT_ENDS, HEADS, NORMALISATIONS
 
 
 def _predictor(args):
@@ -118,7 +118,7 @@ def train(args):
                      else speech_features.front_end(args.front_end, args.models or speech_features.MODELS_DIR))
         training.train_speech(args.data, args.out, extractor, args.cache, args.epochs or 150,
                               args.batch_size or 64, args.learning_rate or 1e-3, args.variants, args.labels,
-                              args.seed, args.resume, args.normalise, args.augment or "signal")
+                              args.seed, args.resume, args.normalise, args.augment or "signal", args.head)
     print(f"model written to {args.out}")
 
 
@@ -316,6 +316,8 @@ def parser():
     command.add_argument("--yamnet", help="YAMNet .tflite (speech; default: the bundled one)")
     command.add_argument("--cache", default=".cache/embeddings", help="speech feature cache (per front end)")
     command.add_argument("--variants", type=int, default=4, help="augmented copies per clip (speech)")
+    command.add_argument("--head", default="linear", choices=HEADS,
+                         help="speech head: linear on all features, or a learned weighting of Whisper's layers first")
     command.add_argument("--normalise", default="none", choices=NORMALISATIONS,
                          help="speech: standardise features per speaker or per corpus (a head for batches of "
                          "clips, not for single clips)")

@@ -218,6 +218,7 @@ def decoded(clips, variants):
 
 
 NORMALISATIONS = ("none", "speaker", "corpus")
+HEADS = ("linear", "layer-weighted")  # the speech heads `emorec.train.speech_head` builds
 
 
 def normalise(variants, clips, normalisation):

@@ -273,14 +273,32 @@ def train_face(data, out, epochs=30, batch_size=64, learning_rate=2e-3, width=32
     return network
 
 
-def speech_head(num_classes, train_features):
-    """Standardisation (fitted on the training clips), dropout and a linear layer to logits."""
+def speech_head(num_classes, train_features, head="linear", groups=1):
+    """Standardisation (fitted on the training clips), dropout and a linear layer to logits.
+
+    "layer-weighted" first reads the features as `groups` equal parts (an encoder's layers) and sums
+    them with learned softmax weights, so the linear layer sees one layer's width.
+    """
     standardise = layers.Normalization(name="standardise")
     standardise.adapt(train_features)
     inputs = keras.Input((train_features.shape[1],), name="features")
-    x = layers.Dropout(0.5)(standardise(inputs))
+    x = standardise(inputs)
+    if head == "layer-weighted":
+        x = LayerWeighting(name="layer_weights")(layers.Reshape((groups, -1))(x))
+    x = layers.Dropout(0.5)(x)
     logits = layers.Dense(num_classes, kernel_regularizer=keras.regularizers.l2(1e-3), name="logits")(x)
     return keras.Model(inputs, logits, name="speech_head")
+
+
+@keras.saving.register_keras_serializable(package="emorec")
+class LayerWeighting(layers.Layer):
+    """[batch, layers, d] -> [batch, d]: a sum over layers with softmax-normalised learned weights."""
+
+    def build(self, input_shape):
+        self.logits = self.add_weight(shape=(input_shape[1],), initializer="zeros", name="logits")
+
+    def call(self, inputs):
+        return ops.einsum("l,bld->bd", ops.softmax(self.logits), inputs)
 
 
 @keras.saving.register_keras_serializable(package="emorec")
@@ -347,16 +365,21 @@ class CorpusValidation(keras.callbacks.Callback):
 
 
 def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learning_rate=1e-3, variants=4,
-                 label_preset="seven", seed=0, resume=False, normalisation="none", augment="signal"):
+                 label_preset="seven", seed=0, resume=False, normalisation="none", augment="signal",
+                 head="linear"):
     """Train the speech head on the training speakers of one or more corpora (`data`: a folder or
     a list; RAVDESS actors 1-16, nEMO's train speakers), choosing the epoch on the mean accuracy
     over the corpora's validation speakers; export the best epoch.
 
     `extractor` is a front end (`emorec.speech_features`); `normalisation` standardises features
     per speaker or per corpus ("none" for a head that serves single clips); `variants` copies of each
-    training clip are augmented by the `augment` recipe (speech_features.AUGMENTATIONS). The loss is masked to
+    training clip are augmented by the `augment` recipe (speech_features.AUGMENTATIONS); `head` is one of
+    speech_features.HEADS ("layer-weighted" needs a front end of layers, Whisper's). The loss is masked to
     the classes each clip's corpus has, and every (corpus, class) gets the same total weight.
     """
+    groups = len(extractor.card.get("whisper_layers", ()))
+    if head == "layer-weighted" and not groups:
+        raise InputError(f"the layer-weighted head needs the Whisper front end, not {extractor.name}")
     keras.utils.set_random_seed(seed)
     names = label_sets.preset(label_preset)
     folders = [data] if isinstance(data, (str, os.PathLike)) else list(data)
@@ -374,7 +397,7 @@ def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learnin
     val_targets = np.array([clip.label for clip in val])
     by_corpus = {corpus: (x_val[val_corpora == corpus], val_targets[val_corpora == corpus])
                  for corpus in sorted(set(val_corpora))}
-    network = _fit(lambda: speech_head(len(names), x_train),
+    network = _fit(lambda: speech_head(len(names), x_train, head, groups),
                    (x_train, np.tile(masked_targets(train, names), (variants + 1, 1)),
                     np.tile(corpus_class_weights(train), variants + 1)),
                    (x_val, masked_targets(val, names)), out, epochs, learning_rate, resume, batch_size,
@@ -384,8 +407,16 @@ def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learnin
     trained = [name for name in names if any(name in label_sets.corpus_labels(c, names) for c in corpora)]
     export(network, out, names, **extractor.card, corpora=corpora, trained_labels=trained,
            feature_normalisation=normalisation, variants=variants,
-           augmentation=augment if variants else None, parameters=int(network.count_params()))
+           augmentation=augment if variants else None, head=head, **_layer_weights(network), parameters=int(network.count_params()))
     return network
+
+
+def _layer_weights(network):
+    """{"layer_weights": the learned weight of each layer, rounded} for a layer-weighted head, else {}."""
+    if "layer_weights" not in {layer.name for layer in network.layers}:
+        return {}
+    weights = ops.convert_to_numpy(ops.softmax(network.get_layer("layer_weights").logits))
+    return {"layer_weights": [round(float(weight), 4) for weight in weights]}
 
 
 # The speech recipes compared by actor cross-validation: (YAMNet layers, augmented copies, statistics).

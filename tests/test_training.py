@@ -357,6 +357,25 @@ def test_speech_head_shapes_and_standardisation():
     assert model.count_params() == 10 * 7 + 7 + 2 * 10 + 1  # the linear layer; mean, variance and count
 
 
+def test_layer_weighted_head_sums_layers_by_learned_weights_and_exports(tmp_path):
+    x = np.random.default_rng(0).normal(0, 1, (40, 3 * 4)).astype(np.float32)
+    model = train.speech_head(7, x, "layer-weighted", groups=3)
+    weighting = model.get_layer("layer_weights")
+    parts = x.reshape(40, 3, 4)
+    np.testing.assert_allclose(np.asarray(weighting(parts)), parts.mean(axis=1), rtol=1e-5, atol=1e-6)  # equal at first
+    weighting.logits.assign(np.log([1.0, 2.0, 5.0]))
+    np.testing.assert_allclose(np.asarray(weighting(parts)), np.einsum("l,bld->bd", [0.125, 0.25, 0.625], parts),
+                               rtol=1e-5, atol=1e-6)
+    assert model.count_params() == 4 * 7 + 7 + 3 + 2 * 12 + 1  # the linear layer on one layer's width, 3 weights
+    train.export(model, tmp_path, LABELS, front_end="whisper-base")
+    served = Classifier(tmp_path)
+    np.testing.assert_allclose(served(x[:3]), np.asarray(model(x[:3], training=False)), rtol=1e-4, atol=1e-5)
+    assert train._layer_weights(model) == {"layer_weights": [0.125, 0.25, 0.625]}
+    with pytest.raises(InputError, match="the layer-weighted head needs the Whisper front end, not yamnet"):
+        train.train_speech(tmp_path, tmp_path / "run", YAMNetFeatures(YAMNET), tmp_path / "cache",
+                           head="layer-weighted")
+
+
 def test_train_speech_on_a_tiny_corpus(speech_run):
     """Features cached per clip and variant, head trained, exported with the YAMNet layers it reads."""
     folder, network = speech_run
@@ -367,7 +386,7 @@ def test_train_speech_on_a_tiny_corpus(speech_run):
                     "input": "mean and std over frames of YAMNet layer features",
                     "yamnet_layers": list(train.SPEECH_LAYERS), "corpora": ["ravdess"],
                     "trained_labels": list(LABELS), "feature_normalisation": "none", "variants": 1,
-                    "augmentation": "signal",
+                    "augmentation": "signal", "head": "linear",
                     "parameters": SPEECH_WIDTH * 7 + 7 + 2 * SPEECH_WIDTH + 1}
     history = json.loads((folder / "run" / "checkpoints" / "state.json").read_text())["history"]
     assert history[0]["val_mean_accuracy"] == history[0]["val_ravdess_accuracy"]  # one corpus: its accuracy
