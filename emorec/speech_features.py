@@ -233,8 +233,14 @@ def normalise(variants, clips, normalisation):
                          f"choose from {', '.join(NORMALISATIONS)}")
     if normalisation == "none":
         return variants
-    groups = np.array([f"{clip.corpus}:{clip.speaker}" if normalisation == "speaker" else clip.corpus
-                       for clip in clips])
+    return standardise(variants, [f"{clip.corpus}:{clip.speaker}" if normalisation == "speaker" else clip.corpus
+                                  for clip in clips])
+
+
+def standardise(variants, groups):
+    """Feature arrays standardised per group (`groups`: one name per row) by the mean and std of that
+    group's rows in the first (clean) array: the arithmetic of every feature normalisation."""
+    groups = np.asarray(groups)
     results = [np.empty_like(variant) for variant in variants]
     for group in np.unique(groups):
         rows = groups == group
