@@ -75,8 +75,13 @@ def row(predict):
     try:
         result = predict()
     except InputError as error:
-        return {"status": "error", "label": None, "confidence": None, "probabilities": None, "error": str(error)}
+        return failed(error)
     return {key: result.get(key) for key in FIELDS} | {key: result[key] for key in VIDEO_FIELDS if key in result}
+
+
+def failed(error):
+    """The output fields of an input that could not be scored, with the error's message."""
+    return {"status": "error", "label": None, "confidence": None, "probabilities": None, "error": str(error)}
 
 
 class Writer:
