@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import fusion, scoring
+from . import fusion, scoring, speaker_groups
 from .errors import InputError
 from .speech_features import CHANNELS, FRONT_ENDS, HEADS, NORMALISATIONS
 
@@ -66,11 +66,23 @@ def predict(args):
 
 
 def batch(args):
+    if args.normalise and args.engine == "ray":
+        raise InputError("--normalise runs on the local engine only: each group's clips are standardised "
+                         "together in one process")
+    if args.normalise and (args.pairs or args.modality != "speech"):
+        raise InputError("--normalise groups speech clips: give files or folders with --modality speech "
+                         "(faces, videos and --pairs are scored one by one)")
+    if args.speech_model and not args.normalise:
+        raise InputError("--speech-model is the head that --normalise scores with: give --normalise too")
     if args.engine == "ray":
         from . import distributed
         return distributed.batch(args)
     if args.manifest or args.address or args.workers:
         raise InputError("--manifest, --address and --workers need --engine ray")
+    if not args.pairs and not args.paths:
+        raise InputError("give files or folders to predict, or --pairs")
+    if args.normalise:
+        return _batch_by_group(args)
     from tqdm import tqdm
 
     predictor = _predictor(args)
@@ -79,8 +91,6 @@ def batch(args):
                  lambda r=row: scoring.predict_pair(predictor, r["image"], r["audio"], args.crops, args.weights))
                 for row in scoring.read_pairs(args.pairs)]
     else:
-        if not args.paths:
-            raise InputError("give files or folders to predict, or --pairs")
         inputs = list(scoring.expand(args.paths, args.modality))
         jobs = [({"path": path}, lambda p=path, kind=kind: scoring.predict_file(predictor, p, kind, args.crops))
                 for path, kind in inputs]
@@ -94,6 +104,21 @@ def batch(args):
         failures += result["status"] == "error"
         writer.write({**key, **result})
     print(f"{len(jobs)} inputs, {failures} failed -> {args.out}", file=sys.stderr)
+
+
+def _batch_by_group(args):
+    """`batch --normalise`: speech clips standardised by their group's statistics (`emorec.speaker_groups`)."""
+    groups = speaker_groups.grouped([path for path, _ in scoring.expand(args.paths, "speech")], args.normalise)
+    predictor = _predictor(args)
+    head = speaker_groups.load_head(args.speech_model or predictor.models_dir / speaker_groups.HEAD,
+                                    predictor.labels)
+    writer = scoring.Writer(args.out, predictor.labels, ["path", "group", "group_size"])
+    count = failures = 0
+    for row in speaker_groups.score(predictor, head, groups):
+        count, failures = count + 1, failures + (row["status"] == "error")
+        writer.write(row)
+    print(f"{count} inputs in {len(groups)} group{'s' * (len(groups) != 1)}, {failures} failed -> {args.out}",
+          file=sys.stderr)
 
 
 def train(args):
@@ -287,6 +312,12 @@ def parser():
                          "one started on this machine, or a new local one)")
     command.add_argument("--workers", type=int, help="ray: scoring actors (default: one per CPU of the cluster)")
     command.add_argument("--manifest", help="ray: csv or parquet with a path column, or image,audio columns")
+    command.add_argument("--normalise", choices=speaker_groups.GROUPINGS,
+                         help="speech: standardise each clip's features by its group's clips (folder: each "
+                         f"directory is one speaker; batch: all clips are one), at least {speaker_groups.MIN_CLIPS} a group, "
+                         "and score them with a head trained so (local engine)")
+    command.add_argument("--speech-model", help="--normalise: the head's folder (default: speech/speaker in "
+                         "the models folder)")
     command.set_defaults(run=batch)
 
     command = commands.add_parser("train", help="train the face CNN or the speech head")
