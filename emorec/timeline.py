@@ -140,7 +140,7 @@ def analyse(predictor, source, fps=video.DEFAULT_FPS, weights=None, threads=0):
         times.append(time)
     if not times:
         raise InputError(f"{video._describe(source)}: the video holds no frames")
-    soundtrack = video.load_soundtrack(source)
+    soundtrack = video.soundtrack(source)  # streamed: memory does not grow with the video's length
     speech = predictor.predict_speech(soundtrack) if soundtrack is not None else dict(NO_AUDIO_TRACK)
     main = tracker.main_track()
     steps = []

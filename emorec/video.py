@@ -1,9 +1,11 @@
-"""Video input: frames read lazily at a sampling rate, with timestamps and upright; the sound through media.
+"""Video input: frames read lazily at a sampling rate, with timestamps and upright; the sound through media,
+block by block.
 
 The header's duration, frame size and frame count are checked against the limits before anything is
 decoded, and again while decoding (a header may lie). One decoded frame is held at a time.
 """
 
+import itertools
 import math
 import os
 from typing import NamedTuple
@@ -11,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import media
-from .audio import load_audio
+from .audio import audio_blocks
 from .errors import InputError
 
 DEFAULT_FPS = 5.0
@@ -123,10 +125,12 @@ def upright(image, rotation):
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
-def load_soundtrack(source, max_seconds=MAX_SECONDS):
-    """The video's sound as load_audio gives it (16 kHz mono), or None when it has no audio track
-    (the caller's `no_speech`)."""
+def soundtrack(source, max_seconds=MAX_SECONDS):
+    """The video's sound as audio_blocks gives it (16 kHz mono blocks, decoded as they are read), or None
+    when it has no audio track (the caller's `no_speech`)."""
+    blocks = audio_blocks(source, max_seconds)
     try:
-        return load_audio(source, max_seconds)
+        first = next(blocks)
     except media.NoAudioTrack:
         return None
+    return itertools.chain([first], blocks)
