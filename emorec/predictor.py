@@ -10,7 +10,7 @@ import numpy as np
 from . import fusion, timeline
 from .audio import SAMPLE_RATE, FrameCutter, audio_blocks
 from .errors import InputError
-from .image import FaceDetector, align_crop, aligned_face_input, face_input, load_image
+from .image import FaceDetector, align_crop, aligned_face_input, face_boxes, face_input, load_image
 from .models import MODELS_DIR, Classifier, YAMNet, log_linear, softmax
 from .speech_features import front_end
 from .video import DEFAULT_FPS
@@ -78,7 +78,7 @@ class Predictor:
         detections = sorted(self.detector.detect(picture), key=lambda d: -d[2] * d[3])
         if not len(detections):
             return [], np.zeros((0, len(self.labels)))
-        return [[int(round(v)) for v in d[:4]] for d in detections], self.classify_photo_faces(picture, detections)
+        return face_boxes(detections), self.classify_photo_faces(picture, detections)
 
     def predict_face(self, image, crops=False):
         """Every face in a photo (largest first), or the whole image as one crop with `crops`.
