@@ -131,6 +131,27 @@ def find_faces(detector, frame, followed, search):
     return sorted(detector.detect(frame) if whole else rows, key=lambda row: -row[2] * row[3]), whole
 
 
+def add_faces(predictor, tracker, time, frame, scale, previous, searched, slack):
+    """Find one frame's faces (find_faces: those on the `previous` step's frame followed, or the whole frame
+    searched when SEARCH_SECONDS have passed since `searched`), classify those whose track is new or was
+    classified CLASSIFY_SECONDS ago, and add them to the tracker, boxes in the video's pixels (the frame's
+    times `scale`). `slack` is taken off each period (half a sampling step). Returns the time of the last
+    whole-frame search."""
+    followed = [[value / scale for value in track.last_box] for track in tracker.tracks if track.last_time == previous]
+    search = searched is None or time - searched >= SEARCH_SECONDS - slack
+    rows, whole = find_faces(predictor.detector, frame, followed, search)
+    boxes = [[round(value * scale) for value in box] for box in face_boxes(rows)]
+    tracks = tracker.match(time, boxes)
+    due = [index for index, track in enumerate(tracks)
+           if track is None or time - track.classified_time >= CLASSIFY_SECONDS - slack]
+    probabilities = [None] * len(rows)
+    if due:
+        for index, fresh in zip(due, predictor.classify_photo_faces(frame, [rows[index] for index in due])):
+            probabilities[index] = fresh
+    tracker.update(time, boxes, probabilities, tracks)
+    return time if whole else searched
+
+
 def covering_segment(segments, time):
     """The speech segment whose centre is nearest `time` among those that cover it, or None."""
     covering = [segment for segment in segments if segment["start"] <= time <= segment["end"]]
@@ -168,24 +189,12 @@ def analyse(predictor, source, fps=video.DEFAULT_FPS, weights=None, threads=0):
         raise InputError(f"the sampling rate must be a positive number of frames a second, not {fps}")
     info = video.video_info(source)  # the header's limits, before anything is decoded
     tracker, times = Tracker(max(TRACK_GAP_SECONDS, 1.5 / fps)), []  # at a low rate: the next frame may continue it
-    searched, tolerance = None, 0.5 / fps  # the last whole-frame search; half a step's slack on each period
+    searched = None  # the time of the last whole-frame search
     for time, frame in video.read_frames(source, fps, max_side=FRAME_MAX_SIDE, threads=threads):
         scale = max(info.width, info.height) / max(frame.shape[:2])  # back to the video's own pixels, upright
         shown = [round(side * scale) for side in frame.shape[1::-1]]  # width, height as players show it
-        followed = [[value / scale for value in track.last_box] for track in tracker.tracks
-                    if times and track.last_time == times[-1]]
-        search = not followed or searched is None or time - searched >= SEARCH_SECONDS - tolerance
-        rows, whole = find_faces(predictor.detector, frame, followed, search)
-        searched = time if whole else searched
-        boxes = [[round(value * scale) for value in box] for box in face_boxes(rows)]
-        tracks = tracker.match(time, boxes)
-        due = [index for index, track in enumerate(tracks)
-               if track is None or time - track.classified_time >= CLASSIFY_SECONDS - tolerance]
-        probabilities = [None] * len(rows)
-        for index, fresh in zip(due, predictor.classify_photo_faces(frame, [rows[index] for index in due])
-                                if due else []):
-            probabilities[index] = fresh
-        tracker.update(time, boxes, probabilities, tracks)
+        searched = add_faces(predictor, tracker, time, frame, scale, times[-1] if times else None, searched,
+                             0.5 / fps)
         times.append(time)
     if not times:
         raise InputError(f"{video._describe(source)}: the video holds no frames")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emorec import LABELS, cli, timeline
+from emorec import LABELS, cli, timeline, video
 from emorec.errors import InputError
 from emorec.web import create_app
 
@@ -132,6 +132,8 @@ def test_a_face_is_followed_between_whole_frame_searches_and_classified_every_ot
         patched.setattr(timeline, "CLASSIFY_SECONDS", 0.0)
         every = predictor.predict_video(face_clip)  # the every-frame path
         assert len(detect) == len(classify) == 10
+    frames = [frame for _, frame in video.read_frames(face_clip)]  # 320x240: not scaled
+    assert [step["face"]["box"] for step in every["timeline"]] == [predictor.find_faces(frame)[0][0] for frame in frames]
     detect = counted(monkeypatch, predictor.detector, "detect")  # detect_around's windows go through it too
     around = counted(monkeypatch, predictor.detector, "detect_around")
     classify = counted(monkeypatch, predictor, "classify_photo_faces")
@@ -360,7 +362,7 @@ def test_api_oversize_video_is_413(predictor, face_clip, monkeypatch):
 # ---- the annotated video ----------------------------------------------------------------
 
 def test_annotated_video_has_the_box_the_bar_and_the_sound(predictor, tmp_path, capsys, cli_predictor):
-    from emorec import annotate, video
+    from emorec import annotate
     source = write(tmp_path, "clip.mp4", media_bytes("mp4", chirp(2.0), frames=moving_face(), fps=5))
     out = tmp_path / "annotated.mp4"
     assert cli.main(["predict", "--video", str(source), "--annotate", str(out)]) == 0
