@@ -6,22 +6,23 @@ options; peak memory.
 
 The clip is the 720p RAVDESS take ../shared/samples/video/01-01-03-01-01-02-05.mp4 (1280x720, 29.97
 frames/s, 3.24 s, H.264 + AAC), analysed at the default 5 frames/s, decoding included, with frames
-decoded at most timeline.FRAME_MAX_SIDE (640) pixels wide (and at most 1280, what photos get), by two
-paths: the default (the whole frame searched every timeline.SEARCH_SECONDS and faces followed in between,
-each classified every timeline.CLASSIFY_SECONDS) and every-frame (every frame searched, every face
-classified: both settings 0, what the video path did before). The real-time factor is seconds of video
-per second of processing (the median run). Quality: the default path against the every-frame path on the
-four sample takes (per-step face labels and probabilities, fused labels, clip labels). Decoder options:
-the clip's every frame decoded plainly, with skip_frame NONREF and with skip_loop_filter (time, and
-whether frames and timestamps change). The photo + WAV path is Predictor.predict on
-common.make_inputs()'s 640x480 photo and 5 s WAV. Peak memory: fresh processes analysing synthetic 720p
-clips (10 frames/s, a face, a tone) of 30 s and 10 minutes by the default path (--memory), with the
-size of their result's JSON. The machine's load average is recorded with the figures: they compare side
-by side, not across machines.
+decoded at most timeline.FRAME_MAX_SIDE (640) pixels wide (and at most 1280, what photos get), by the
+paths of PATHS: the default (the whole frame searched every timeline.SEARCH_SECONDS and faces followed in
+between, each classified every timeline.CLASSIFY_SECONDS by both face models), the default with the CNN
+alone, and every-frame (every frame searched, every face classified: both settings 0, what the video path
+did before). The real-time factor is seconds of video per second of processing (the median run). Quality:
+each path against the every-frame path on the four sample takes (per-step face labels and probabilities,
+fused labels, clip labels). Decoder options: the clip's every frame decoded plainly, with skip_frame
+NONREF and with skip_loop_filter (time, and whether frames and timestamps change). The photo + WAV path
+is Predictor.predict on common.make_inputs()'s 640x480 photo and 5 s WAV. Peak memory: fresh processes
+analysing synthetic 720p clips (10 frames/s, a face, a tone) of 30 s and 10 minutes by the default path
+(--memory), with the size of their result's JSON. The machine's load average is recorded with the
+figures: they compare side by side, not across machines.
 """
 
 import argparse
 import collections
+import contextlib
 import io
 import json
 import os
@@ -50,8 +51,10 @@ HERE = Path(__file__).resolve().parent
 VIDEOS = common.SHARED / "samples" / "video"
 CLIP = VIDEOS / "01-01-03-01-01-02-05.mp4"
 STAGES = ("decode frames", "detect", "classify faces", "decode sound", "speech model")
-PATHS = {"every frame": {"SEARCH_SECONDS": 0.0, "CLASSIFY_SECONDS": 0.0},
-         "default": {"SEARCH_SECONDS": timeline.SEARCH_SECONDS, "CLASSIFY_SECONDS": timeline.CLASSIFY_SECONDS}}
+# timeline settings of each path, and whether faces get the photo ensemble (both face models) or the CNN alone
+DEFAULT = {"SEARCH_SECONDS": timeline.SEARCH_SECONDS, "CLASSIFY_SECONDS": timeline.CLASSIFY_SECONDS}
+PATHS = {"every frame": ({"SEARCH_SECONDS": 0.0, "CLASSIFY_SECONDS": 0.0}, "ensemble"),
+         "default": (DEFAULT, "ensemble"), "default, CNN alone": (DEFAULT, "CNN alone")}
 DECODER_OPTIONS = {"plain": {}, "skip_frame NONREF": {"skip_frame": "NONREF"},
                    "skip_loop_filter all": {"options": {"skip_loop_filter": "all"}}}
 # Peak resident memory of a fresh process analysing the video named on its command line, and its result's size.
@@ -105,12 +108,22 @@ class Stopwatch:
             yield item
 
 
-def settings(**values):
-    """Set timeline module settings; returns the values they had."""
-    before = {name: getattr(timeline, name) for name in values}
+@contextlib.contextmanager
+def configured(predictor, path, max_side=timeline.FRAME_MAX_SIDE):
+    """The timeline's settings and the face models of one of PATHS, frames at most `max_side` pixels."""
+    values, models = PATHS[path]
+    values = {**values, "FRAME_MAX_SIDE": max_side}
+    before = {name: getattr(timeline, name) for name in values}, predictor.face_model.photo_members
     for name, value in values.items():
         setattr(timeline, name, value)
-    return before
+    if models == "CNN alone":
+        predictor.face_model.photo_members = []  # classify_photo_faces falls back on classify_faces
+    try:
+        yield
+    finally:
+        for name, value in before[0].items():
+            setattr(timeline, name, value)
+        predictor.face_model.photo_members = before[1]
 
 
 def profile(predictor, data, reps, runs):
@@ -127,14 +140,11 @@ def profile(predictor, data, reps, runs):
     try:
         for rep in range(reps + 1):  # the first is a warm-up
             for run in runs:
-                before = settings(FRAME_MAX_SIDE=run[1], **PATHS[run[0]])
-                try:
+                with configured(predictor, *run):
                     watch.seconds.clear()
                     start = time.perf_counter()
                     results[run] = timeline.analyse(predictor, data, threads=1)
                     seconds = time.perf_counter() - start
-                finally:
-                    settings(**before)
                 if rep:
                     totals[run].append(seconds)
                     watch.seconds["speech model"] -= watch.seconds["decode sound"]
@@ -153,25 +163,22 @@ def profile(predictor, data, reps, runs):
 
 
 def analysed(predictor, source, path):
-    before = settings(**PATHS[path])
-    try:
+    with configured(predictor, path):
         return timeline.analyse(predictor, source, threads=1)
-    finally:
-        settings(**before)
 
 
 def face_probabilities(step):
     return np.array(list(step["face"]["probabilities"].values()))
 
 
-def quality(predictor):
-    """The default path against the every-frame path on each sample take: the per-step face (the main
-    person's smoothed label and probabilities, as the timeline shows them), the fused step labels, and the
-    clip's face and fused labels."""
+def quality(predictor, path):
+    """One of PATHS against the every-frame path on each sample take: the per-step face (the main person's
+    smoothed label and probabilities, as the timeline shows them), the fused step labels, and the clip's
+    face and fused labels."""
     found, totals = {}, collections.defaultdict(list)
     for source in sorted(VIDEOS.glob("*.mp4")):
-        every, default = analysed(predictor, source, "every frame"), analysed(predictor, source, "default")
-        pairs = list(zip(every["timeline"], default["timeline"], strict=True))
+        every, other = analysed(predictor, source, "every frame"), analysed(predictor, source, path)
+        pairs = list(zip(every["timeline"], other["timeline"], strict=True))
         rows = {"face": [a["face"]["label"] == b["face"]["label"] for a, b in pairs],
                 "fused": [a["fusion"]["label"] == b["fusion"]["label"] for a, b in pairs],
                 "delta": [float(np.abs(face_probabilities(a) - face_probabilities(b)).mean()) for a, b in pairs
@@ -183,10 +190,10 @@ def quality(predictor):
             "fused_label_agreement": round(float(np.mean(rows["fused"])), 4),
             "face_mean_abs_delta_p": round(float(np.mean(rows["delta"])), 4),
             "face_max_step_mean_abs_delta_p": round(float(np.max(rows["delta"])), 4),
-            "clip_face_labels": [every["face"]["label"], default["face"]["label"]],
-            "clip_fused_labels": [every["fusion"]["label"], default["fusion"]["label"]],
+            "clip_face_labels": [every["face"]["label"], other["face"]["label"]],
+            "clip_fused_labels": [every["fusion"]["label"], other["fusion"]["label"]],
             "clip_fused_max_abs_delta_p": round(max(abs(every["fusion"]["probabilities"][label] -
-                                                        default["fusion"]["probabilities"][label])
+                                                        other["fusion"]["probabilities"][label])
                                                     for label in predictor.labels), 4)}
     found["all"] = {"steps": len(totals["face"]), "face_label_agreement": round(float(np.mean(totals["face"])), 4),
                     "fused_label_agreement": round(float(np.mean(totals["fused"])), 4),
@@ -280,8 +287,9 @@ def main():
     info = video.video_info(data)
     report = {"load_average_at_start": os.getloadavg(), "clip": CLIP.name,
               "clip_info": {"seconds": info.seconds, "width": info.width, "height": info.height, "fps": info.fps},
-              "sampling_fps": video.DEFAULT_FPS, "threads": 1, "settings": PATHS, "runs": {}}
+              "sampling_fps": video.DEFAULT_FPS, "threads": 1, "paths": PATHS, "runs": {}}
     runs = [("every frame", timeline.FRAME_MAX_SIDE), ("default", timeline.FRAME_MAX_SIDE),
+            ("default, CNN alone", timeline.FRAME_MAX_SIDE),
             ("default", 1280)]  # the default frame size, and the photo path's detection size
     for (path, max_side), (total, seconds, result) in profile(predictor, data, args.reps, runs).items():
         report["runs"][f"{path}, frames at most {max_side} px"] = {
@@ -299,7 +307,7 @@ def main():
         durations.append(time.perf_counter() - start)
     photo_wav = statistics.median(durations)
     report["photo_and_5s_wav"] = {"seconds_median": round(photo_wav, 4), "real_time_factor": round(5 / photo_wav, 2)}
-    report["quality_default_vs_every_frame"] = quality(predictor)
+    report["quality_against_every_frame"] = {path: quality(predictor, path) for path in PATHS if path != "every frame"}
     report["peak_memory"] = peak_memory(args.memory)
     report["load_average_at_end"] = os.getloadavg()
     args.out.write_text(json.dumps(report, indent=1) + "\n")
@@ -315,8 +323,9 @@ def main():
               f"{found['picture_types']}, same timestamps {found['same_timestamps']}, same pixels {found['same_pixels']}")
     print(f"photo (640x480) + 5 s WAV through Predictor.predict: {photo_wav:.3f} s, "
           f"{report['photo_and_5s_wav']['real_time_factor']:.1f}x real time for its 5 s of sound")
-    for name, found in report["quality_default_vs_every_frame"].items():
-        print(f"default vs every frame, {name}: {json.dumps(found)}")
+    for path, takes in report["quality_against_every_frame"].items():
+        for name, found in takes.items():
+            print(f"{path} against every frame, {name}: {json.dumps(found)}")
     for seconds, memory in report["peak_memory"].items():
         print(f"synthetic 720p clip of {seconds:g} s at 10 frames/s: {memory['steps']} steps, resident "
               f"{memory['ready_mb']} MB when ready, {memory['peak_mb']} MB at the peak, "
