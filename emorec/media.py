@@ -92,13 +92,16 @@ def audio_chunks(source, name, max_seconds):
             yield np.concatenate(pending), rate
 
 
-def decoded_frames(container, stream, name, kind="audio"):
+def decoded_frames(container, stream, name, kind="audio", before_decoding=None):
     """The stream's decoded frames. Packets that fail to decode are skipped, unless they are more than
-    CORRUPT_SHARE of the stream; an error reading the container stops with InputError."""
+    CORRUPT_SHARE of the stream; an error reading the container stops with InputError. `before_decoding`,
+    if given, is called with each packet before it is decoded (to set decoder options for it)."""
     packets = failed = 0
     try:
         for packet in container.demux(stream):
             packets += 1
+            if before_decoding:
+                before_decoding(packet)
             try:
                 frames = stream.decode(packet)
             except av.FFmpegError:

@@ -81,7 +81,9 @@ def read_frames(source, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, max_side=None,
     a variable frame rate keeps true timestamps; fps=None yields every frame. Rotation metadata
     is applied. Frames whose longer side exceeds `max_side` are scaled down in the same pass as
     the colour conversion (cheaper than converting, then resizing). `threads` is FFmpeg's
-    decoding thread count (0: its own choice).
+    decoding thread count (0: its own choice). A picture due before the next sampling instant
+    that no other picture refers to (a non-reference B-frame) is not decoded at all: it could
+    never be taken, so the frames and timestamps are those that decoding every picture gives.
     """
     name = _describe(source)
     _check_source(source, name)
@@ -90,7 +92,12 @@ def read_frames(source, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, max_side=None,
         stream.codec_context.thread_count = threads
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         due, decoded = 0.0, 0
-        for frame in media.decoded_frames(container, stream, name, "video"):
+
+        def skip_unless_due(packet):  # decoded anyway when other pictures refer to it
+            due_now = packet.pts is None or float(packet.pts * packet.time_base) - start >= due - 1e-6
+            stream.codec_context.skip_frame = "DEFAULT" if due_now else "NONREF"
+
+        for frame in media.decoded_frames(container, stream, name, "video", skip_unless_due if fps else None):
             decoded += 1
             if decoded > MAX_FRAMES:
                 raise InputError(f"{name}: video is over the {MAX_FRAMES} frame limit "
