@@ -1,6 +1,6 @@
 """A video's timelines on one thread: real-time factor and where the time goes, side by side with the
-photo + WAV path; what following faces and holding their classification cost in quality; decoder
-options; peak memory.
+photo + WAV path; what following faces and holding their classification cost in quality; decoding;
+peak memory.
 
     .venv/bin/python benchmarks/video.py [--reps 5] [--out benchmarks/video.json]
 
@@ -12,12 +12,13 @@ between, each classified every timeline.CLASSIFY_SECONDS by both face models), t
 alone, and every-frame (every frame searched, every face classified: both settings 0, what the video path
 did before). The real-time factor is seconds of video per second of processing (the median run). Quality:
 each path against the every-frame path on the four sample takes (per-step face labels and probabilities,
-fused labels, clip labels). Decoder options: the clip's every frame decoded plainly, with skip_frame
-NONREF and with skip_loop_filter (time, and whether frames and timestamps change). The photo + WAV path
-is Predictor.predict on common.make_inputs()'s 640x480 photo and 5 s WAV. Peak memory: fresh processes
-analysing synthetic 720p clips (10 frames/s, a face, a tone) of 30 s and 10 minutes by the default path
-(--memory), with the size of their result's JSON. The machine's load average is recorded with the
-figures: they compare side by side, not across machines.
+fused labels, clip labels). Decoding: the clip's every frame decoded plainly and with skip_loop_filter;
+read_frames at 5 frames/s with its skipping of non-reference pictures never taken and without it, on the
+clip and on a copy re-encoded with B-frames (time, pictures decoded, whether the frames and timestamps
+change). The photo + WAV path is Predictor.predict on common.make_inputs()'s 640x480 photo and 5 s WAV.
+Peak memory: fresh processes analysing synthetic 720p clips (10 frames/s, a face, a tone) of 30 s and 10
+minutes by the default path (--memory), with the size of their result's JSON. The machine's load average
+is recorded with the figures: they compare side by side, not across machines.
 """
 
 import argparse
@@ -44,7 +45,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from emorec import timeline, video  # noqa: E402
+from emorec import media, timeline, video  # noqa: E402
 from emorec.predictor import Predictor  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -55,8 +56,7 @@ STAGES = ("decode frames", "detect", "classify faces", "decode sound", "speech m
 DEFAULT = {"SEARCH_SECONDS": timeline.SEARCH_SECONDS, "CLASSIFY_SECONDS": timeline.CLASSIFY_SECONDS}
 PATHS = {"every frame": ({"SEARCH_SECONDS": 0.0, "CLASSIFY_SECONDS": 0.0}, "ensemble"),
          "default": (DEFAULT, "ensemble"), "default, CNN alone": (DEFAULT, "CNN alone")}
-DECODER_OPTIONS = {"plain": {}, "skip_frame NONREF": {"skip_frame": "NONREF"},
-                   "skip_loop_filter all": {"options": {"skip_loop_filter": "all"}}}
+DECODER_OPTIONS = {"plain": {}, "skip_loop_filter all": {"options": {"skip_loop_filter": "all"}}}
 # Peak resident memory of a fresh process analysing the video named on its command line, and its result's size.
 MEMORY_PROBE = """
 import json
@@ -204,7 +204,7 @@ def quality(predictor, path):
     return found
 
 
-def decode_all(data, reps, skip_frame=None, options=None):
+def decode_all(data, reps, options=None):
     """Median seconds to decode every frame of a video on one thread, and (timestamp, picture type, planes)
     of each frame decoded."""
     durations = []
@@ -213,11 +213,10 @@ def decode_all(data, reps, skip_frame=None, options=None):
         with av.open(io.BytesIO(data)) as container:
             stream = container.streams.video[0]
             stream.codec_context.thread_count = 1
-            if skip_frame:
-                stream.codec_context.skip_frame = skip_frame
             if options:
                 stream.codec_context.options = options
-            frames = [(frame.pts, PictureType(frame.pict_type).name, frame.to_ndarray()) for frame in container.decode(stream)]
+            frames = [(frame.pts, PictureType(frame.pict_type).name, frame.to_ndarray())
+                      for frame in container.decode(stream)]
         durations.append(time.perf_counter() - start)
     return statistics.median(durations[1:]), frames
 
@@ -234,6 +233,53 @@ def decoder_options(data, reps):
                        "same_timestamps": [pts for pts, _, _ in frames] == [pts for pts, _, _ in plain],
                        "same_pixels": len(frames) == len(plain) and all(
                            np.array_equal(a[2], b[2]) for a, b in zip(frames, plain))}
+    return found
+
+
+def with_b_frames(data):
+    """The clip re-encoded by libx264's default preset (B-frames, some never referred to), 30 frames/s."""
+    buffer = io.BytesIO()
+    with av.open(io.BytesIO(data)) as source, av.open(buffer, "w", format="mp4") as output:
+        stream = output.add_stream("libx264", rate=30, options={"crf": "20"})
+        stream.width, stream.height = source.streams.video[0].width, source.streams.video[0].height
+        stream.pix_fmt = "yuv420p"
+        for index, frame in enumerate(source.decode(video=0)):
+            picture = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+            picture.pts, picture.time_base = index, Fraction(1, 30)
+            output.mux(stream.encode(picture))
+        output.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def skipping_unshown(data, reps):
+    """read_frames at 5 frames/s, skipping the non-reference pictures before each sampling instant (as it
+    does) and decoding every picture, on the clip and on a copy with B-frames: median seconds, pictures
+    decoded by type, and whether the frames and timestamps taken are the same."""
+    found, original = {}, media.decoded_frames
+    for clip_name, clip in (("sample take", data), ("sample take re-encoded with B-frames", with_b_frames(data))):
+        taken = {}
+        for skip in (True, False):
+            kinds = collections.Counter()
+
+            def counted(container, stream, name, kind="audio", before_decoding=None):
+                for frame in original(container, stream, name, kind, before_decoding if skip else None):
+                    kinds[PictureType(frame.pict_type).name] += 1
+                    yield frame
+            media.decoded_frames, durations = counted, []
+            try:
+                for _ in range(reps + 1):  # the first is a warm-up
+                    kinds.clear()
+                    start = time.perf_counter()
+                    taken[skip] = list(video.read_frames(clip, max_side=timeline.FRAME_MAX_SIDE, threads=1))
+                    durations.append(time.perf_counter() - start)
+            finally:
+                media.decoded_frames = original
+            found[f"{clip_name}, {'skipping' if skip else 'every picture decoded'}"] = {
+                "seconds_median": round(statistics.median(durations[1:]), 4), "pictures_decoded": dict(kinds),
+                "frames_taken": len(taken[skip])}
+        found[f"{clip_name}, same frames and timestamps"] = (
+            [seconds for seconds, _ in taken[True]] == [seconds for seconds, _ in taken[False]]
+            and all(np.array_equal(a, b) for (_, a), (_, b) in zip(taken[True], taken[False])))
     return found
 
 
@@ -298,6 +344,7 @@ def main():
             "steps": len(result["timeline"]), "face_label": result["face"]["label"],
             "fused_label": result["fusion"]["label"]}
     report["decoder_options"] = decoder_options(data, args.reps)
+    report["skipping_unshown_pictures"] = skipping_unshown(data, args.reps)
     inputs = common.make_inputs()
     predictor.predict(inputs["photo"], inputs["clip5"])
     durations = []
@@ -320,7 +367,10 @@ def main():
             print(f"    {stage:42s} {value:7.3f} s  {value / run['seconds_median']:6.1%}")
     for name, found in report["decoder_options"].items():
         print(f"decoding every frame, {name}: {found['seconds_median']:.3f} s, {found['frames']} frames "
-              f"{found['picture_types']}, same timestamps {found['same_timestamps']}, same pixels {found['same_pixels']}")
+              f"{found['picture_types']}, same timestamps {found['same_timestamps']}, "
+              f"same pixels {found['same_pixels']}")
+    for name, found in report["skipping_unshown_pictures"].items():
+        print(f"read_frames at 5 frames/s, {name}: {json.dumps(found)}")
     print(f"photo (640x480) + 5 s WAV through Predictor.predict: {photo_wav:.3f} s, "
           f"{report['photo_and_5s_wav']['real_time_factor']:.1f}x real time for its 5 s of sound")
     for path, takes in report["quality_against_every_frame"].items():
