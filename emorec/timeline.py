@@ -24,7 +24,7 @@ from .errors import InputError
 TRACK_GAP_SECONDS = 1.0  # a track unseen for longer (and for 1.5 sampling steps) ends; a face seen later starts another
 MATCH_IOU = 0.3  # a detection continues the track whose last box it overlaps most, from this IoU up
 SMOOTHING_SECONDS = 0.6  # time constant of the moving average over a track's probabilities
-# Frames are decoded at most this large: 1.4 times as fast as the photo path's 1280 (benchmarks/video.py),
+# Frames are decoded at most this large: 1.3 times as fast as the photo path's 1280 (benchmarks/video.py),
 # at the cost of faces under about 1/30 of the frame's width (YuNet needs about 20 pixels).
 FRAME_MAX_SIDE = int(os.environ.get("EMOREC_VIDEO_FRAME_SIDE", 640))
 # The whole frame is searched for faces at least this often (0: on every frame); a new face is found by then.
