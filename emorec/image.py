@@ -19,6 +19,9 @@ CROP_SCALE = 0.95  # crop side / YuNet box side: matches the framing of FER2013 
 TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                          [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
 DETECT_MAX_SIDE = 1280  # photos are searched for faces at most this large
+# A face followed from one video frame to the next is searched for in a window this many times its size,
+# at most this large: the face fills about half of it, 80 pixels (YuNet needs about 20).
+AROUND_MARGIN, AROUND_MAX_SIDE = 2.0, 160
 MAX_SIDE = 1 << 20  # OpenCV's decoders refuse a wider or taller image
 _QUIET = threading.Lock()  # one silenced header read at a time, so catch_warnings restores the filters it saved
 
@@ -123,6 +126,11 @@ def aligned_face_input(image, detection, template=TEMPLATE_112):
     return (cv2.cvtColor(face, cv2.COLOR_BGR2RGB).astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)
 
 
+def face_boxes(detections):
+    """The (x, y, w, h) boxes of YuNet rows, in whole pixels."""
+    return [[int(round(value)) for value in detection[:4]] for detection in detections]
+
+
 class FaceDetector:
     """YuNet through cv2.FaceDetectorYN; safe to share between threads."""
 
@@ -132,10 +140,11 @@ class FaceDetector:
                                                    score_threshold, 0.3, 5000)
         self._lock = threading.Lock()
 
-    def detect(self, image):
-        """YuNet rows (see align_crop) for every face in a BGR image, in its coordinates."""
+    def detect(self, image, max_side=DETECT_MAX_SIDE):
+        """YuNet rows (see align_crop) for every face in a BGR image, in its coordinates; the image is searched
+        at most `max_side` pixels large."""
         height, width = image.shape[:2]
-        scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
+        scale = min(1.0, max_side / max(height, width))
         if scale < 1.0:
             image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
                                interpolation=cv2.INTER_AREA)
@@ -145,4 +154,16 @@ class FaceDetector:
         if faces is None:
             return np.zeros((0, 15), np.float32)
         faces[:, :14] /= scale
+        return faces
+
+    def detect_around(self, image, box, margin=AROUND_MARGIN, max_side=AROUND_MAX_SIDE):
+        """YuNet rows for the faces in a square window around a box (x, y, w, h) of a BGR image: centred on it,
+        `margin` times its longer side, searched at most `max_side` pixels large; in the image's coordinates."""
+        half = margin * max(box[2], box[3]) / 2
+        centre_x, centre_y = box[0] + box[2] / 2, box[1] + box[3] / 2
+        left, top = max(0, int(centre_x - half)), max(0, int(centre_y - half))
+        window = image[top:max(top + 1, int(centre_y + half)), left:max(left + 1, int(centre_x + half))]
+        faces = self.detect(window, max_side)
+        faces[:, [0, *range(4, 14, 2)]] += left  # the box's corner and the landmarks; not its size
+        faces[:, [1, *range(5, 14, 2)]] += top
         return faces

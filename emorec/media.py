@@ -1,7 +1,7 @@
 """FFmpeg through PyAV: decode the sound of any common audio or video file, and encode it back.
 
-Decoding feeds `mono_waveform`, the one downmix-and-resample step (soxr, streaming, capped) that
-audio.load_audio also uses for what libsndfile reads. Encoding gives codec round trips (MP3, AAC,
+Decoding feeds `mono_blocks`, the one downmix-and-resample step (soxr, streaming, capped) that
+audio.audio_blocks also uses for what libsndfile reads. Encoding gives codec round trips (MP3, AAC,
 Opus, telephone band) for evaluation and augmentation.
 """
 
@@ -70,7 +70,7 @@ def check_duration(seconds, max_seconds, name, kind="audio"):
 def audio_chunks(source, name, max_seconds):
     """Yield (float32 [samples, channels], sample rate) blocks of a file's first audio stream.
 
-    The header's duration is checked against `max_seconds` before anything is decoded (mono_waveform
+    The header's duration is checked against `max_seconds` before anything is decoded (mono_blocks
     enforces the cap again while decoding). A file without audio raises NoAudioTrack.
     """
     with open_media(source, name) as container:
@@ -92,13 +92,16 @@ def audio_chunks(source, name, max_seconds):
             yield np.concatenate(pending), rate
 
 
-def decoded_frames(container, stream, name, kind="audio"):
+def decoded_frames(container, stream, name, kind="audio", before_decoding=None):
     """The stream's decoded frames. Packets that fail to decode are skipped, unless they are more than
-    CORRUPT_SHARE of the stream; an error reading the container stops with InputError."""
+    CORRUPT_SHARE of the stream; an error reading the container stops with InputError. `before_decoding`,
+    if given, is called with each packet before it is decoded (to set decoder options for it)."""
     packets = failed = 0
     try:
         for packet in container.demux(stream):
             packets += 1
+            if before_decoding:
+                before_decoding(packet)
             try:
                 frames = stream.decode(packet)
             except av.FFmpegError:
@@ -121,14 +124,14 @@ def float_samples(frame):
     return (array.astype(np.float32) - offset) / np.float32(2 ** (8 * array.dtype.itemsize - 1))
 
 
-def mono_waveform(chunks, rate, name, max_seconds):
-    """Mix (samples [n, channels], rate) blocks to one float32 channel at `rate`, in [-1, 1].
+def mono_blocks(chunks, rate, name, max_seconds):
+    """Mix (samples [n, channels], rate) blocks to one float32 channel at `rate`, in [-1, 1], block by block.
 
-    Channels are averaged and soxr resamples as the blocks arrive, so memory follows the output;
+    Channels are averaged and soxr resamples as the blocks arrive, so memory follows one block;
     more than `max_seconds` of input (a header that lied about the length; CAP_SLACK_SECONDS allowed
     for an encoder's padding) is refused.
     """
-    parts, resampler, source_rate, seen = [], None, None, 0
+    resampler, source_rate, seen, given = None, None, 0, 0
     for samples, block_rate in chunks:
         if source_rate is None:
             source_rate = block_rate
@@ -139,15 +142,21 @@ def mono_waveform(chunks, rate, name, max_seconds):
             raise InputError(f"{name}: audio is over the {max_seconds:.0f} s limit "
                              "(longer than its header says)")
         mono = np.nan_to_num(samples.mean(axis=1, dtype=np.float32))
-        parts.append(resampler.resample_chunk(mono) if resampler else mono)
+        if len(block := resampler.resample_chunk(mono) if resampler else mono):
+            given += len(block)
+            yield np.clip(block, -1.0, 1.0).astype(np.float32, copy=False)
     if not seen:
         raise InputError(f"{name}: audio holds no samples")
-    if resampler:
-        parts.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
-    waveform = np.concatenate(parts)
-    if len(waveform) == 0:
+    if resampler and len(block := resampler.resample_chunk(np.zeros(0, np.float32), last=True)):
+        given += len(block)
+        yield np.clip(block, -1.0, 1.0).astype(np.float32, copy=False)
+    if not given:
         raise InputError(f"{name}: audio is too short ({seen} samples at {source_rate} Hz)")
-    return np.clip(waveform, -1.0, 1.0).astype(np.float32)
+
+
+def mono_waveform(chunks, rate, name, max_seconds):
+    """mono_blocks' blocks as one waveform."""
+    return np.concatenate(list(mono_blocks(chunks, rate, name, max_seconds)))
 
 
 def decode_audio(source, rate, name="audio", max_seconds=float("inf")):

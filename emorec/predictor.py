@@ -1,15 +1,16 @@
 """The one entry point: a Predictor that loads the models once and serves every interface."""
 
 import json
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from . import fusion, timeline
-from .audio import SAMPLE_RATE, load_audio, speech_frames
+from .audio import SAMPLE_RATE, FrameCutter, audio_blocks
 from .errors import InputError
-from .image import FaceDetector, align_crop, aligned_face_input, face_input, load_image
+from .image import FaceDetector, align_crop, aligned_face_input, face_boxes, face_input, load_image
 from .models import MODELS_DIR, Classifier, YAMNet, log_linear, softmax
 from .speech_features import front_end
 from .video import DEFAULT_FPS
@@ -77,7 +78,7 @@ class Predictor:
         detections = sorted(self.detector.detect(picture), key=lambda d: -d[2] * d[3])
         if not len(detections):
             return [], np.zeros((0, len(self.labels)))
-        return [[int(round(v)) for v in d[:4]] for d in detections], self.classify_photo_faces(picture, detections)
+        return face_boxes(detections), self.classify_photo_faces(picture, detections)
 
     def predict_face(self, image, crops=False):
         """Every face in a photo (largest first), or the whole image as one crop with `crops`.
@@ -100,19 +101,39 @@ class Predictor:
 
     def predict_speech(self, audio):
         """Clip-level and per-segment (2.4 s windows every 0.96 s) probabilities of a recording: a path,
-        bytes, or a float32 mono waveform at 16 kHz."""
-        waveform = np.asarray(audio, np.float32) if isinstance(audio, np.ndarray) else load_audio(audio)
-        speech_scores = self.yamnet(speech_frames(waveform))[1]
-        clip, windows, spans = self.speech_front_end.timeline(waveform)
-        logits = self.speech_model(np.concatenate([clip[None], windows]))
-        probabilities = softmax(logits, self.speech_model.temperature)
+        bytes, a float32 mono waveform at 16 kHz, or an iterable of such blocks in order.
+
+        The sound is taken block by block as it is decoded, each window classified as soon as its frames
+        are in: memory holds a block, a chunk of the front end's frames and per-window results.
+        """
+        if isinstance(audio, np.ndarray):
+            blocks = [np.asarray(audio, np.float32)]
+        elif isinstance(audio, (str, os.PathLike, bytes, bytearray)):
+            blocks = audio_blocks(audio)
+        else:
+            blocks = audio
+        cutter, stream, windows = FrameCutter(), self.speech_front_end.stream(), []
+        speech_score, samples, squares = 0.0, 0, 0.0
+        for block in blocks:
+            block = np.asarray(block, np.float32).reshape(-1)
+            speech_score = max(speech_score, self._speech_score(cutter.add(block)))
+            samples, squares = samples + len(block), squares + float(np.square(block, dtype=np.float64).sum())
+            if ready := stream.add(block):
+                windows.extend(softmax(self.speech_model(np.stack(ready)), self.speech_model.temperature))
+        speech_score = max(speech_score, self._speech_score(cutter.finish()))
+        clip, last, spans = stream.finish()  # the clip and the last windows in one batch
+        probabilities = softmax(self.speech_model(np.stack([clip, *last])), self.speech_model.temperature)
+        windows.extend(probabilities[1:])
         segments = [{"start": round(start, 3), "end": round(end, 3), **self._result(p)}
-                    for (start, end), p in zip(spans, probabilities[1:])]
-        silent = float(np.sqrt(np.mean(waveform ** 2))) < SILENCE_RMS
-        status = "no_speech" if silent or speech_scores.max() < SPEECH_THRESHOLD else "ok"
-        return {"status": status, "duration": round(len(waveform) / SAMPLE_RATE, 3),
-                "speech_score": round(float(speech_scores.max()), 4), **self._result(probabilities[0]),
-                "segments": segments}
+                    for (start, end), p in zip(spans, windows)]
+        silent = np.sqrt(squares / max(samples, 1)) < SILENCE_RMS
+        status = "no_speech" if silent or speech_score < SPEECH_THRESHOLD else "ok"
+        return {"status": status, "duration": round(samples / SAMPLE_RATE, 3),
+                "speech_score": round(speech_score, 4), **self._result(probabilities[0]), "segments": segments}
+
+    def _speech_score(self, frames):
+        """The highest YAMNet "Speech" score of some frames (0 for none)."""
+        return float(self.yamnet(frames)[1].max()) if len(frames) else 0.0
 
     def predict_video(self, source, fps=DEFAULT_FPS, weights=None):
         """Face, speech and fused timelines of a video (path or bytes) and its clip-level results."""

@@ -8,7 +8,7 @@ length. The encoder's frames are 20 ms apart (50 per second: mel hop 10 ms, conv
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, segment_windows
+from .audio import SAMPLE_RATE, WindowCutter, whole_timeline
 from .models import TFLiteModel
 
 N_FFT, HOP, MEL_BANDS = 400, 160, 80
@@ -73,11 +73,36 @@ def log_mel(waveform):
 
 
 def chunks(waveform, max_samples=MAX_SAMPLES):
-    """The waveform cut into equal pieces of at most `max_samples` (default 30 s, the encoder's span), in order."""
-    waveform = np.asarray(waveform, np.float32).reshape(-1)
-    count = max(1, -(-len(waveform) // max_samples))
-    bounds = np.linspace(0, len(waveform), count + 1).astype(int)
-    return [waveform[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+    """The waveform cut into pieces of at most `max_samples` (default 30 s, the encoder's span), in order,
+    as `Chunker` cuts it while it streams: one piece, or two equal ones, up to twice `max_samples`."""
+    chunker = Chunker(max_samples)
+    return chunker.add(waveform) + chunker.finish()
+
+
+class Chunker:
+    """Pieces of at most `max_samples` of a waveform that arrives in blocks: whole pieces from the start
+    while more than two pieces' worth wait, then what is left as one piece or two equal ones (so no piece
+    is under half of `max_samples` unless the whole waveform is)."""
+
+    def __init__(self, max_samples):
+        self.max_samples, self.blocks, self.waiting = max_samples, [], 0
+
+    def add(self, block):
+        block = np.asarray(block, np.float32).reshape(-1)
+        self.blocks.append(block)
+        self.waiting += len(block)
+        if self.waiting <= 2 * self.max_samples:
+            return []
+        waveform = np.concatenate(self.blocks)
+        whole = (len(waveform) - 1) // self.max_samples - 1  # leaves more than one piece's worth
+        self.blocks, self.waiting = [waveform[whole * self.max_samples:]], len(waveform) - whole * self.max_samples
+        return [waveform[index * self.max_samples:(index + 1) * self.max_samples] for index in range(whole)]
+
+    def finish(self):
+        waveform = np.concatenate(self.blocks) if self.blocks else np.zeros(0, np.float32)
+        count = max(1, -(-len(waveform) // self.max_samples))
+        bounds = np.linspace(0, len(waveform), count + 1).astype(int)
+        return [waveform[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
 
 def pool(layer_frames, layers=None):
@@ -91,8 +116,8 @@ class WhisperEncoder(TFLiteModel):
     """The Whisper base encoder (LiteRT): a 16 kHz waveform -> every layer's frames over time.
 
     The model's input is a log-mel [1, frames, 80] of any length up to 3000 frames (30 s); its output
-    [1, 8, frames / 2, 512] stacks the 8 layers (see LAYERS). Longer clips run as equal chunks of at most
-    `chunk_seconds` (<= 30) whose frames are concatenated; shorter chunks bound the memory that attention
+    [1, 8, frames / 2, 512] stacks the 8 layers (see LAYERS). Longer clips run as chunks of at most
+    `chunk_seconds` (<= 30; see `Chunker`) whose frames are concatenated; shorter chunks bound the memory that attention
     takes (it grows with the square of the chunk's length).
     """
 
@@ -118,35 +143,51 @@ class WhisperEncoder(TFLiteModel):
 
     def timeline(self, waveform, layers=None):
         """The clip's features, the speech timeline's window features [windows, len(layers) * 1024]
-        (2.4 s every 0.96 s, segment_windows' rules) and each window's (start, end) seconds.
+        (2.4 s every 0.96 s, segment_windows' rules) and each window's (start, end) seconds
+        (`EncoderTimeline` over the whole waveform)."""
+        return whole_timeline(EncoderTimeline(self, layers), waveform)
 
-        One pass of the encoder that holds one chunk's frames at a time (and the window reaching back
-        into the chunk before), so memory does not grow with the clip's length. A clip of one chunk
-        is pooled by `pool`, as training pools it; a longer one's mean and std are combined over its
-        chunks (in float64).
-        """
-        mels = [log_mel(piece) for piece in chunks(waveform, self.chunk_samples)]
-        spans = segment_windows(sum(-(-len(mel) // 2) for mel in mels), WINDOW_FRAMES, WINDOW_HOP_FRAMES)
-        pending = iter(spans)
-        span = next(pending, None)
-        windows, kept, first, count, sums, squares = [], None, 0, 0, 0.0, 0.0
-        for mel in mels:
-            with self.lock:
-                frames = self._run(mel[None])[0]
-            frames = frames if layers is None else frames[list(layers)]
-            count += frames.shape[1]
-            sums = sums + frames.sum(axis=1, dtype=np.float64)
-            squares = squares + np.square(frames, dtype=np.float64).sum(axis=1)
-            kept = frames if kept is None else np.concatenate([kept, frames], axis=1)
-            while span is not None and span[1] <= first + kept.shape[1]:
-                windows.append(pool(kept[:, span[0] - first:span[1] - first]))
-                span = next(pending, None)
-            start = span[0] if span is not None else first + kept.shape[1]
-            kept, first = kept[:, start - first:], start
-        if len(mels) == 1:
-            clip = pool(frames)
+
+class EncoderTimeline:
+    """WhisperEncoder.timeline over a waveform that arrives in blocks, in one pass of the encoder that holds
+    one chunk's samples and frames at a time (and the window reaching back into the chunk before), so
+    memory does not grow with the clip's length: `add` gives the window features complete so far,
+    `finish` the clip's features, the last window features and every window's (start, end) seconds.
+
+    A clip of one chunk is pooled by `pool`, as training pools it; a longer one's mean and std are
+    combined over its chunks (in float64).
+    """
+
+    def __init__(self, encoder, layers=None):
+        self.encoder, self.layers = encoder, layers
+        self.chunker = Chunker(encoder.chunk_samples)
+        self.windows = WindowCutter(WINDOW_FRAMES, WINDOW_HOP_FRAMES, axis=1)
+        self.chunks, self.count, self.sums, self.squares, self.frames = 0, 0, 0.0, 0.0, None
+
+    def add(self, block):
+        return self._encode(self.chunker.add(block))
+
+    def finish(self):
+        windows = self._encode(self.chunker.finish())
+        windows += [pool(frames) for frames in self.windows.finish()]
+        if self.chunks == 1:
+            clip = pool(self.frames)
         else:
-            mean = sums / count
-            std = np.sqrt(np.maximum(squares / count - mean ** 2, 0))
+            mean = self.sums / self.count
+            std = np.sqrt(np.maximum(self.squares / self.count - mean ** 2, 0))
             clip = np.concatenate([mean, std], axis=-1).reshape(-1).astype(np.float32)
-        return clip, np.stack(windows), [(start / FRAMES_PER_SECOND, end / FRAMES_PER_SECOND) for start, end in spans]
+        spans = [(start / FRAMES_PER_SECOND, end / FRAMES_PER_SECOND) for start, end in self.windows.spans]
+        return clip, windows, spans
+
+    def _encode(self, pieces):
+        windows = []
+        for piece in pieces:
+            with self.encoder.lock:
+                frames = self.encoder._run(log_mel(piece)[None])[0]
+            self.frames = frames if self.layers is None else frames[list(self.layers)]
+            self.chunks += 1
+            self.count += self.frames.shape[1]
+            self.sums = self.sums + self.frames.sum(axis=1, dtype=np.float64)
+            self.squares = self.squares + np.square(self.frames, dtype=np.float64).sum(axis=1)
+            windows += [pool(frames) for frames in self.windows.add(self.frames)]
+        return windows

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, frame_times, load_audio, segment_windows, speech_frames
+from .audio import (SAMPLE_RATE, FrameCutter, WindowCutter, frame_times, load_audio, speech_frames,
+                    whole_timeline)
 from .errors import InputError
 from .models import MODELS_DIR, YAMNet, clip_features
-from .speech_encoder import LAYERS as WHISPER_LAYERS, WhisperEncoder
+from .speech_encoder import LAYERS as WHISPER_LAYERS, EncoderTimeline, WhisperEncoder
 
 SPEECH_LAYERS = (6, 7, 8, 9, 10)  # YAMNet layers whose features the speech head reads (see the model card)
 
@@ -38,10 +39,35 @@ class YAMNetFeatures:
     def timeline(self, waveform):
         """The clip's features, the speech timeline's window features [windows, d] and each window's
         (start, end) seconds: windows of 4 frames (2.4 s) every 2 (0.96 s)."""
-        frames = self.yamnet(speech_frames(waveform))[0]
-        windows, times = segment_windows(len(frames)), frame_times(len(frames))
-        return (clip_features(frames), np.stack([clip_features(frames[start:end]) for start, end in windows]),
-                [(times[start][0], times[end - 1][1]) for start, end in windows])
+        return whole_timeline(self.stream(), waveform)
+
+    def stream(self):
+        """`timeline` over a waveform that arrives in blocks (YAMNetTimeline)."""
+        return YAMNetTimeline(self.yamnet)
+
+
+class YAMNetTimeline:
+    """YAMNetFeatures.timeline over a waveform that arrives in blocks, `add` and `finish` as
+    speech_encoder.EncoderTimeline's. Each frame's features are kept for the clip's pooling (about
+    13 KB per 0.48 s: the samples and frames are not)."""
+
+    def __init__(self, yamnet):
+        self.yamnet, self.cutter, self.windows, self.kept = yamnet, FrameCutter(), WindowCutter(4, 2), []
+
+    def add(self, block):
+        return self._features(self.cutter.add(block))
+
+    def finish(self):
+        windows = self._features(self.cutter.finish()) + [clip_features(frames) for frames in self.windows.finish()]
+        times = frame_times(self.windows.count)
+        return (clip_features(np.concatenate(self.kept)), windows,
+                [(times[start][0], times[end - 1][1]) for start, end in self.windows.spans])
+
+    def _features(self, frames):
+        if not len(frames):
+            return []
+        self.kept.append(self.yamnet(frames)[0])
+        return [clip_features(window) for window in self.windows.add(self.kept[-1])]
 
 
 # Whisper runs longer clips in chunks of this many seconds: attention's memory grows with the square
@@ -70,6 +96,10 @@ class WhisperFeatures:
         """The clip's features, the speech timeline's window features [windows, d] (2.4 s every 0.96 s)
         and each window's (start, end) seconds (`WhisperEncoder.timeline`)."""
         return self.encoder.timeline(waveform, self.layers)
+
+    def stream(self):
+        """`timeline` over a waveform that arrives in blocks (speech_encoder.EncoderTimeline)."""
+        return EncoderTimeline(self.encoder, self.layers)
 
 
 # Each front end from a models folder, a model card's settings and a thread count.

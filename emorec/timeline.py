@@ -1,27 +1,36 @@
 """Video timelines: each person's face tracked across the sampled frames, the voice's segments over the
 sound track, and their fusion at every step; clip-level face, speech and fused results.
 
-Faces are found and classified by the Predictor (`find_faces`: the photo path). A greedy IoU tracker
-keeps each person's boxes together; a track ends after TRACK_GAP_SECONDS unseen. Each track's
+Faces are found by YuNet and classified by the Predictor's photo path (`classify_photo_faces`), but not on
+every frame: the whole frame is searched every SEARCH_SECONDS, and in between each face seen on the last
+frame is followed, searched for in a small window around its last box (a whole search when one is not
+found again); a face is classified again every CLASSIFY_SECONDS, its last probabilities held in between.
+A greedy IoU tracker keeps each person's boxes together; a track ends after TRACK_GAP_SECONDS unseen. Each track's
 probabilities are smoothed over time by an exponential moving average (time constant
 SMOOTHING_SECONDS). The main person is the track with the largest summed box area (the largest and
 longest in view); the face timeline follows that track.
 """
 
+import itertools
 import math
 import os
 
 import numpy as np
 
 from . import media, video
+from .image import face_boxes
 from .errors import InputError
 
 TRACK_GAP_SECONDS = 1.0  # a track unseen for longer (and for 1.5 sampling steps) ends; a face seen later starts another
 MATCH_IOU = 0.3  # a detection continues the track whose last box it overlaps most, from this IoU up
 SMOOTHING_SECONDS = 0.6  # time constant of the moving average over a track's probabilities
-# Frames are decoded at most this large: twice as fast as the photo path's 1280 (benchmarks/video.py), at
-# the cost of faces under about 1/30 of the frame's width (YuNet needs about 20 pixels).
+# Frames are decoded at most this large: 1.3 times as fast as the photo path's 1280 (benchmarks/video.py),
+# at the cost of faces under about 1/30 of the frame's width (YuNet needs about 20 pixels).
 FRAME_MAX_SIDE = int(os.environ.get("EMOREC_VIDEO_FRAME_SIDE", 640))
+# The whole frame is searched for faces at least this often (0: on every frame); a new face is found by then.
+SEARCH_SECONDS = float(os.environ.get("EMOREC_VIDEO_SEARCH_SECONDS", 1.0))
+# A followed face is classified again after this long (0: on every frame); its probabilities are held in between.
+CLASSIFY_SECONDS = float(os.environ.get("EMOREC_VIDEO_CLASSIFY_SECONDS", 0.4))
 _EMPTY = {"label": None, "confidence": None, "probabilities": None}
 NO_AUDIO_TRACK = {"status": "no_speech", "duration": 0.0, "speech_score": 0.0, **_EMPTY, "segments": []}
 
@@ -50,9 +59,15 @@ class Track:
         self.seen = {}
         self.area = 0.0
         self.last_time, self.last_box, self.smoothed = None, None, None
+        self.classified_time, self.classified = None, None  # the last classification's time and probabilities
 
-    def add(self, time, box, probabilities):
-        probabilities = np.asarray(probabilities, np.float64)
+    def add(self, time, box, probabilities=None):
+        """The face at `time`; without probabilities, the last classification's are held."""
+        if probabilities is None:
+            probabilities = self.classified
+        else:
+            self.classified_time = time
+            self.classified = probabilities = np.asarray(probabilities, np.float64)
         self.smoothed = (probabilities if self.smoothed is None
                          else smooth(self.smoothed, probabilities, time - self.last_time))
         self.seen[time] = (box, probabilities, self.smoothed)
@@ -67,8 +82,8 @@ class Tracker:
         self.max_gap, self.min_iou = max_gap, min_iou
         self.tracks = []
 
-    def update(self, time, boxes, probabilities):
-        """Add one frame's faces (boxes x, y, w, h and their probabilities); returns each face's Track."""
+    def match(self, time, boxes):
+        """The track each box (x, y, w, h) continues, or None for a new face."""
         active = [track for track in self.tracks if time - track.last_time <= self.max_gap]
         pairs = sorted(((iou(track.last_box, box), -number, index)
                         for number, track in enumerate(active) for index, box in enumerate(boxes)), reverse=True)
@@ -79,9 +94,13 @@ class Tracker:
             if index not in matched and -negative_number not in taken:
                 matched[index] = active[-negative_number]
                 taken.add(-negative_number)
+        return [matched.get(index) for index in range(len(boxes))]
+
+    def update(self, time, boxes, probabilities, tracks=None):
+        """Add one frame's faces (boxes x, y, w, h and their probabilities, None to hold a track's last) to
+        the tracks `match` gives (or gave: `tracks`); returns each face's Track."""
         found = []
-        for index, (box, probability) in enumerate(zip(boxes, probabilities)):
-            track = matched.get(index)
+        for box, probability, track in zip(boxes, probabilities, tracks or self.match(time, boxes)):
             if track is None:
                 track = Track(len(self.tracks) + 1)
                 self.tracks.append(track)
@@ -92,6 +111,45 @@ class Tracker:
     def main_track(self):
         """The track most present: the largest summed box area; None when no face was seen."""
         return max(self.tracks, key=lambda track: track.area, default=None)
+
+
+def find_faces(detector, frame, followed, search):
+    """YuNet rows of a frame's faces, largest first, and whether the whole frame was searched: each of the
+    `followed` boxes (frame pixels) found again in a window around it (the face there that overlaps it most,
+    by IoU from MATCH_IOU up); the whole frame searched instead when `search`, when none is followed, when
+    one is not found again or two found the same face."""
+    rows = []
+    if not search:
+        for box in followed:
+            near = detector.detect_around(frame, box)
+            overlaps = [iou(box, row[:4]) for row in near]
+            if not overlaps or max(overlaps) < MATCH_IOU:
+                rows = []
+                break
+            rows.append(near[int(np.argmax(overlaps))])
+    whole = not rows or any(iou(a[:4], b[:4]) >= MATCH_IOU for a, b in itertools.combinations(rows, 2))
+    return sorted(detector.detect(frame) if whole else rows, key=lambda row: -row[2] * row[3]), whole
+
+
+def add_faces(predictor, tracker, time, frame, scale, previous, searched, slack):
+    """Find one frame's faces (find_faces: those on the `previous` step's frame followed, or the whole frame
+    searched when SEARCH_SECONDS have passed since `searched`), classify those whose track is new or was
+    classified CLASSIFY_SECONDS ago, and add them to the tracker, boxes in the video's pixels (the frame's
+    times `scale`). `slack` is taken off each period (half a sampling step). Returns the time of the last
+    whole-frame search."""
+    followed = [[value / scale for value in track.last_box] for track in tracker.tracks if track.last_time == previous]
+    search = searched is None or time - searched >= SEARCH_SECONDS - slack
+    rows, whole = find_faces(predictor.detector, frame, followed, search)
+    boxes = [[round(value * scale) for value in box] for box in face_boxes(rows)]
+    tracks = tracker.match(time, boxes)
+    due = [index for index, track in enumerate(tracks)
+           if track is None or time - track.classified_time >= CLASSIFY_SECONDS - slack]
+    probabilities = [None] * len(rows)
+    if due:
+        for index, fresh in zip(due, predictor.classify_photo_faces(frame, [rows[index] for index in due])):
+            probabilities[index] = fresh
+    tracker.update(time, boxes, probabilities, tracks)
+    return time if whole else searched
 
 
 def covering_segment(segments, time):
@@ -131,16 +189,16 @@ def analyse(predictor, source, fps=video.DEFAULT_FPS, weights=None, threads=0):
         raise InputError(f"the sampling rate must be a positive number of frames a second, not {fps}")
     info = video.video_info(source)  # the header's limits, before anything is decoded
     tracker, times = Tracker(max(TRACK_GAP_SECONDS, 1.5 / fps)), []  # at a low rate: the next frame may continue it
+    searched = None  # the time of the last whole-frame search
     for time, frame in video.read_frames(source, fps, max_side=FRAME_MAX_SIDE, threads=threads):
-        boxes, probabilities = predictor.find_faces(frame)
         scale = max(info.width, info.height) / max(frame.shape[:2])  # back to the video's own pixels, upright
         shown = [round(side * scale) for side in frame.shape[1::-1]]  # width, height as players show it
-        boxes = [[round(value * scale) for value in box] for box in boxes]
-        tracker.update(time, boxes, probabilities)
+        searched = add_faces(predictor, tracker, time, frame, scale, times[-1] if times else None, searched,
+                             0.5 / fps)
         times.append(time)
     if not times:
         raise InputError(f"{video._describe(source)}: the video holds no frames")
-    soundtrack = video.load_soundtrack(source)
+    soundtrack = video.soundtrack(source)  # streamed: memory does not grow with the video's length
     speech = predictor.predict_speech(soundtrack) if soundtrack is not None else dict(NO_AUDIO_TRACK)
     main = tracker.main_track()
     steps = []

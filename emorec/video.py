@@ -1,9 +1,11 @@
-"""Video input: frames read lazily at a sampling rate, with timestamps and upright; the sound through media.
+"""Video input: frames read lazily at a sampling rate, with timestamps and upright; the sound through media,
+block by block.
 
 The header's duration, frame size and frame count are checked against the limits before anything is
 decoded, and again while decoding (a header may lie). One decoded frame is held at a time.
 """
 
+import itertools
 import math
 import os
 from typing import NamedTuple
@@ -11,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import media
-from .audio import load_audio
+from .audio import audio_blocks
 from .errors import InputError
 
 DEFAULT_FPS = 5.0
@@ -79,7 +81,9 @@ def read_frames(source, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, max_side=None,
     a variable frame rate keeps true timestamps; fps=None yields every frame. Rotation metadata
     is applied. Frames whose longer side exceeds `max_side` are scaled down in the same pass as
     the colour conversion (cheaper than converting, then resizing). `threads` is FFmpeg's
-    decoding thread count (0: its own choice).
+    decoding thread count (0: its own choice). A picture due before the next sampling instant
+    that no other picture refers to (a non-reference B-frame) is not decoded at all: it could
+    never be taken, so the frames and timestamps are those that decoding every picture gives.
     """
     name = _describe(source)
     _check_source(source, name)
@@ -88,7 +92,12 @@ def read_frames(source, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, max_side=None,
         stream.codec_context.thread_count = threads
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         due, decoded = 0.0, 0
-        for frame in media.decoded_frames(container, stream, name, "video"):
+
+        def skip_unless_due(packet):  # decoded anyway when other pictures refer to it
+            due_now = packet.pts is None or float(packet.pts * packet.time_base) - start >= due - 1e-6
+            stream.codec_context.skip_frame = "DEFAULT" if due_now else "NONREF"
+
+        for frame in media.decoded_frames(container, stream, name, "video", skip_unless_due if fps else None):
             decoded += 1
             if decoded > MAX_FRAMES:
                 raise InputError(f"{name}: video is over the {MAX_FRAMES} frame limit "
@@ -123,10 +132,12 @@ def upright(image, rotation):
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
-def load_soundtrack(source, max_seconds=MAX_SECONDS):
-    """The video's sound as load_audio gives it (16 kHz mono), or None when it has no audio track
-    (the caller's `no_speech`)."""
+def soundtrack(source, max_seconds=MAX_SECONDS):
+    """The video's sound as audio_blocks gives it (16 kHz mono blocks, decoded as they are read), or None
+    when it has no audio track (the caller's `no_speech`)."""
+    blocks = audio_blocks(source, max_seconds)
     try:
-        return load_audio(source, max_seconds)
+        first = next(blocks)
     except media.NoAudioTrack:
         return None
+    return itertools.chain([first], blocks)

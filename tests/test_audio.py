@@ -1,12 +1,14 @@
 """Speech input: decoding any WAV to 16 kHz mono, YAMNet framing, and the speech predictions."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import soundfile
 import soxr
 
-from emorec.audio import (FRAME_SAMPLES, HOP_SAMPLES, SAMPLE_RATE, frame_times, load_audio, segment_windows,
-                          speech_frames)
+from emorec.audio import (FRAME_SAMPLES, HOP_SAMPLES, SAMPLE_RATE, FrameCutter, WindowCutter, frame_times,
+                          load_audio, segment_windows, speech_frames)
 from emorec.errors import InputError
 from emorec.speech_encoder import FRAMES_PER_SECOND, WINDOW_FRAMES, WINDOW_HOP_FRAMES, chunks
 from emorec.speech_features import CHUNK_SECONDS
@@ -169,6 +171,39 @@ def test_speech_frames_cover_every_sample(length):
         assert not frame[len(real):].any()  # zero padding past the end
 
 
+def in_blocks(array, seed, largest, axis=0):
+    """The array cut along `axis` into consecutive blocks of random sizes from 1 to `largest`."""
+    rng, start, blocks = np.random.default_rng(seed), 0, []
+    while start < array.shape[axis]:
+        size = int(rng.integers(1, largest + 1))
+        blocks.append(array.take(range(start, min(start + size, array.shape[axis])), axis=axis))
+        start += size
+    return blocks
+
+
+@pytest.mark.parametrize("length", [1, FRAME_SAMPLES - 1, FRAME_SAMPLES, FRAME_SAMPLES + HOP_SAMPLES + 1, 69937])
+def test_frames_cut_from_blocks_are_the_whole_waveforms(length):
+    waveform = np.random.default_rng(length).uniform(-1, 1, length).astype(np.float32)
+    cutter = FrameCutter()
+    streamed = [cutter.add(block) for block in in_blocks(waveform, length, 9000)] + [cutter.finish()]
+    np.testing.assert_array_equal(np.concatenate(streamed), speech_frames(waveform))
+    assert len(cutter.pending) < FRAME_SAMPLES + HOP_SAMPLES  # never more than a frame's samples waiting
+
+
+@pytest.mark.parametrize("size, hop", [(4, 2), (120, 48)])
+def test_windows_cut_as_frames_arrive_are_segment_windows(size, hop):
+    for count in [*range(1, 3 * size), 1000]:
+        frames = np.random.default_rng(count).normal(size=(2, count, 3))  # time on axis 1, as the encoder's
+        cutter, windows = WindowCutter(size, hop, axis=1), []
+        for block in in_blocks(frames, count, 2 * size, axis=1):
+            windows += cutter.add(block)
+            assert cutter.kept.shape[1] <= size  # only the frames a coming window may need
+        windows += cutter.finish()
+        assert cutter.spans == segment_windows(count, size, hop)
+        for (start, end), window in zip(cutter.spans, windows, strict=True):
+            np.testing.assert_array_equal(window, frames[:, start:end])
+
+
 def test_short_clip_is_one_padded_frame():
     frames = speech_frames(np.ones(1600, np.float32))  # 0.1 s
     assert frames.shape == (1, FRAME_SAMPLES)
@@ -280,3 +315,40 @@ def test_long_clip_gives_many_segments(predictor):
     assert segments[-1]["end"] >= result["duration"]
     assert segments[-2]["end"] < result["duration"]
     assert len({segment["label"] for segment in segments}) > 1  # three emotions in a row
+
+
+def test_speech_streamed_in_blocks_is_the_whole_waveforms(predictor, waveform):
+    """Blocks in, one result: exactly the whole waveform's for a clip of one chunk; over several chunks,
+    windows classified as they complete (other batches: equal to float32 rounding)."""
+    short = waveform.astype(np.float32)
+    assert predictor.predict_speech(iter(np.array_split(short, 7))) == predictor.predict_speech(short)
+    long = np.tile(short, 6)  # 26 s: a 10 s chunk streams out before the last two
+    streamed = predictor.predict_speech(iter(np.array_split(long, 40)))
+    whole = predictor.predict_speech(long)
+    assert [(s["start"], s["end"], s["label"]) for s in streamed["segments"]] == \
+        [(s["start"], s["end"], s["label"]) for s in whole["segments"]]
+    for a, b in zip([streamed, *streamed["segments"]], [whole, *whole["segments"]]):
+        np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-5)
+
+
+def peak_bytes_streaming(predictor, seconds):
+    """Python-side peak bytes of predict_speech over `seconds` of speech-like noise made block by block."""
+    def blocks():
+        rng = np.random.default_rng(0)
+        for _ in range(seconds * 2):
+            yield (0.1 * rng.normal(size=SAMPLE_RATE // 2) * np.sin(np.linspace(0, 30, SAMPLE_RATE // 2))).astype(
+                np.float32)
+    tracemalloc.start()
+    try:
+        result = predictor.predict_speech(blocks())
+        return tracemalloc.get_traced_memory()[1], result
+    finally:
+        tracemalloc.stop()
+
+
+def test_speech_memory_does_not_grow_with_the_length(predictor):
+    short, short_result = peak_bytes_streaming(predictor, 40)  # both longer than two 10 s chunks
+    long, long_result = peak_bytes_streaming(predictor, 80)
+    assert long_result["duration"] == 80 and len(long_result["segments"]) > 2 * len(short_result["segments"]) - 3
+    # Holding the whole clip, 40 s more would be 2.6 MB more samples and 5 MB more YAMNet frames
+    assert long - short < 0.5e6

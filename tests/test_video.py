@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from av.video.frame import PictureType
+
 from emorec import media, video
 from emorec.errors import InputError
 
@@ -52,7 +54,7 @@ def test_real_take_at_5_fps():
     assert all(0 <= seconds - index / 5 < 1 / 29.97 for index, seconds in enumerate(times))
     for _, frame in sampled:
         assert frame.shape == (720, 1280, 3) and frame.dtype == np.uint8 and frame.std() > 10
-    assert len(video.load_soundtrack(path)) == pytest.approx(3.24 * 16000, abs=200)
+    assert len(np.concatenate(list(video.soundtrack(path)))) == pytest.approx(3.24 * 16000, abs=200)
 
 
 def test_large_frames_scaled_down_while_converted():
@@ -73,8 +75,8 @@ def test_every_frame_when_fps_is_none():
 
 
 def test_silent_take_has_a_silent_track():
-    soundtrack = video.load_soundtrack(shared(SILENT_TAKE))
-    assert soundtrack is not None and len(soundtrack) > 3 * 16000 and not soundtrack.any()
+    soundtrack = np.concatenate(list(video.soundtrack(shared(SILENT_TAKE))))
+    assert len(soundtrack) > 3 * 16000 and not soundtrack.any()
 
 
 # ---- synthetic clips --------------------------------------------------------------------
@@ -119,10 +121,34 @@ def test_variable_frame_rate_keeps_true_timestamps():
     assert [index_of(frame) for _, frame in sampled] == [0, 3, 5, 6, 8, 9]
 
 
+def test_pictures_never_taken_are_not_decoded_and_the_taken_ones_are_unchanged(monkeypatch):
+    """30 frames/s with B-frames, sampled at 5 frames/s: the non-reference B-frames before each sampling
+    instant are skipped by the decoder, and the frames taken, with their timestamps, are those that
+    decoding every picture gives."""
+    frames = [np.roll(gradient(96, 128), 4 * index, axis=1) for index in range(30)]
+    clip = media_bytes("mp4", frames=frames, fps=30)  # libx264's default preset: B-frames
+    kinds = []
+    decoded_frames = media.decoded_frames
+
+    def counted(*args, **kwargs):
+        for frame in decoded_frames(*args, **kwargs):
+            kinds.append(PictureType(frame.pict_type).name)
+            yield frame
+    monkeypatch.setattr(media, "decoded_frames", counted)
+    every = dict(video.read_frames(clip, fps=None))
+    assert len(kinds) == 30 and "B" in kinds
+    kinds.clear()
+    sampled = list(video.read_frames(clip, fps=5))
+    assert [seconds for seconds, _ in sampled] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8])
+    for seconds, frame in sampled:
+        np.testing.assert_array_equal(frame, every[seconds])
+    assert len(kinds) < 25  # of 30 (every picture decoded without the skipping)
+
+
 def test_no_audio_track_is_none_not_an_error():
     clip = media_bytes("mp4", frames=numbered(3))
     assert video.video_info(clip).has_audio is False
-    assert video.load_soundtrack(clip) is None
+    assert video.soundtrack(clip) is None
     assert [seconds for seconds, _ in video.read_frames(clip)] == pytest.approx([0, 0.2])  # of 0, 0.1, 0.2 s
 
 

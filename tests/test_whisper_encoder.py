@@ -8,8 +8,8 @@ import pytest
 
 from emorec.audio import segment_windows
 from emorec.models import MODELS_DIR
-from emorec.speech_encoder import (FRAMES_PER_SECOND, LAYERS, MAX_SAMPLES, MEL_BANDS, WIDTH, WhisperEncoder,
-                                   chunks, log_mel, mel_filters, pool)
+from emorec.speech_encoder import (FRAMES_PER_SECOND, LAYERS, MAX_SAMPLES, MEL_BANDS, WIDTH, Chunker,
+                                   WhisperEncoder, chunks, log_mel, mel_filters, pool)
 
 from conftest import CLIP, shared, tone
 
@@ -68,11 +68,27 @@ def test_log_mel_follows_the_clip_length():
     assert log_mel(np.zeros(10, np.float32)).shape == (2, MEL_BANDS)  # padded to one 400-sample window
 
 
-def test_chunks_cut_long_audio_into_equal_pieces_of_at_most_30_s():
+def test_chunks_cut_long_audio_into_pieces_of_at_most_30_s_the_last_two_equal():
     assert [len(piece) for piece in chunks(np.zeros(MAX_SAMPLES))] == [MAX_SAMPLES]
     pieces = chunks(np.arange(MAX_SAMPLES + 32000, dtype=np.float32))
     assert [len(piece) for piece in pieces] == [MAX_SAMPLES // 2 + 16000] * 2
     assert np.array_equal(np.concatenate(pieces), np.arange(MAX_SAMPLES + 32000))
+    pieces = chunks(np.arange(MAX_SAMPLES * 5 // 2, dtype=np.float32))  # 75 s: 30 s, then 22.5 s twice
+    assert [len(piece) for piece in pieces] == [MAX_SAMPLES, MAX_SAMPLES * 3 // 4, MAX_SAMPLES * 3 // 4]
+    assert np.array_equal(np.concatenate(pieces), np.arange(MAX_SAMPLES * 5 // 2))
+
+
+@pytest.mark.parametrize("samples", [100, 32000, 64000, 64001, 150001])
+def test_chunker_cuts_blocks_as_chunks_cuts_the_whole_waveform(samples):
+    waveform = np.random.default_rng(samples).normal(size=samples).astype(np.float32)
+    chunker, pieces = Chunker(32000), []
+    for start in range(0, samples, 7000):
+        pieces += chunker.add(waveform[start:start + 7000])
+        assert chunker.waiting <= 2 * 32000  # at most two pieces' samples held
+    pieces += chunker.finish()
+    expected = chunks(waveform, 32000)
+    assert len(pieces) == len(expected) and all(np.array_equal(a, b) for a, b in zip(pieces, expected))
+    assert all(len(piece) <= 32000 for piece in pieces) and min(len(piece) for piece in pieces) >= min(samples, 16000)
 
 
 def test_pool_lays_out_mean_then_std_layer_by_layer():
