@@ -428,6 +428,14 @@ SPEECH_RECIPES = {
 }
 
 
+def fit_last_epoch(model, x, y, epochs, batch_size, learning_rate, sample_weight=None):
+    """Fit a compiled model for `epochs` on the cosine schedule, without checkpoints or validation: for
+    cross-validation, where every run is scored at its last epoch. Returns the model."""
+    model.fit(x, y, sample_weight=sample_weight, batch_size=batch_size, epochs=epochs, verbose=0,
+              callbacks=[keras.callbacks.LearningRateScheduler(cosine_schedule(learning_rate, epochs))])
+    return model
+
+
 def speech_cross_validation(data, yamnet_path, cache, folds=6, epochs=150, batch_size=64,
                             learning_rate=1e-3, seed=0):
     """Each recipe's accuracy on RAVDESS by actor: `folds` folds of consecutive actors, plus the
@@ -452,10 +460,8 @@ def speech_cross_validation(data, yamnet_path, cache, folds=6, epochs=150, batch
         for split, held, train in [(s, h, ~h) for s, h in splits] + [canonical]:
             keras.utils.set_random_seed(seed)
             x = np.concatenate([variant[train] for variant in features])
-            model = _compiled(speech_head(len(names), x), learning_rate)
-            schedule = keras.callbacks.LearningRateScheduler(cosine_schedule(learning_rate, epochs))
-            model.fit(x, onehot[np.tile(targets[train], variants + 1)], batch_size=batch_size, epochs=epochs,
-                      verbose=0, callbacks=[schedule])
+            model = fit_last_epoch(_compiled(speech_head(len(names), x), learning_rate), x,
+                                   onehot[np.tile(targets[train], variants + 1)], epochs, batch_size, learning_rate)
             predictions = ops.convert_to_numpy(model(features[0][held], training=False)).argmax(axis=1)
             scores[split] = round(float((predictions == targets[held]).mean()), 4)
             print(f"{name} | {split}: {scores[split]:.2%}", flush=True)

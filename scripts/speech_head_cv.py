@@ -30,8 +30,7 @@ for k in folds:
     y = np.tile(T.masked_targets(tr, names), (4, 1)); w = np.tile(T.corpus_class_weights(tr), 4)
     keras.utils.set_random_seed(0)
     model = T._compiled(T.speech_head(len(names), x, head, 8), 1e-3, T.MaskedCrossEntropy(label_smoothing=0.1))
-    model.fit(x, y, sample_weight=w, batch_size=64, epochs=150, verbose=0,
-              callbacks=[keras.callbacks.LearningRateScheduler(T.cosine_schedule(1e-3, 150))])
+    T.fit_last_epoch(model, x, y, 150, 64, 1e-3, sample_weight=w)
     held = [c for c, o in zip(train, out) if o]
     pred = np.asarray(model.predict(variants[0][out], verbose=0)).argmax(1)
     r = {"fold": k, "head": head}
