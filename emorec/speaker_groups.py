@@ -54,14 +54,13 @@ def score(predictor, head, groups, progress=True):
     """An output row per clip, a group at a time: path, group, group_size (the decoded clips its
     statistics are over) and the plain batch's fields.
 
-    Each clip's features come from the front end the head's card names, built as the Predictor builds
-    its own, once per clip; a group's features stay in memory (32 KiB a clip for Whisper base) until it
-    is scored. A clip that cannot be decoded gets its error row and is left out of the statistics; the
+    Each clip's features come from the front end the head's card names (`_front_end`), once per clip; a
+    group's features stay in memory (32 KiB a clip for Whisper base) until it is scored. A clip that cannot be decoded gets its error row and is left out of the statistics; the
     clips of a group with fewer than MIN_CLIPS decoded get error rows saying so.
     """
     from tqdm import tqdm
 
-    extractor = front_end(head.card.get("front_end", "yamnet"), predictor.models_dir, head.card)
+    extractor = _front_end(predictor, head)
     with tqdm(total=sum(map(len, groups.values())), desc="speech features", unit="clip", file=sys.stderr,
               disable=not progress) as bar:
         for group, paths in groups.items():
@@ -76,6 +75,15 @@ def score(predictor, head, groups, progress=True):
                 rows[index] |= result
             for row in rows:
                 yield row | {"group_size": len(features)}
+
+
+def _front_end(predictor, head):
+    """The Predictor's own front end when the head reads the same features (its card's settings agree),
+    so the encoder is loaded once; otherwise the front end the head's card names."""
+    own = predictor.speech_front_end
+    if all(head.card.get(setting) == value for setting, value in own.card.items()):
+        return own
+    return front_end(head.card.get("front_end", "yamnet"), predictor.models_dir, head.card)
 
 
 def _classify(predictor, head, group, features):

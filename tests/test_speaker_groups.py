@@ -146,6 +146,16 @@ def test_batch_is_one_group_for_every_clip(cli_served, capsys, corpus, evaluatio
     assert not np.allclose(evaluation["corpus"], evaluation["speaker"], atol=1e-3)  # the grouping matters
 
 
+def test_the_predictors_front_end_serves_a_head_that_reads_the_same_features(served, tmp_path):
+    """The encoder is loaded once when the head's card names the Predictor's features; a head reading
+    other layers gets its own front end."""
+    same = speaker_groups.load_head(served.models_dir / speaker_groups.HEAD, served.labels)
+    assert speaker_groups._front_end(served, same) is served.speech_front_end
+    fewer = speaker_groups.load_head(speaker_head(tmp_path / "fewer", whisper_layers=[2, 3, 4, 5]), served.labels)
+    own = speaker_groups._front_end(served, fewer)
+    assert own is not served.speech_front_end and own.layers == [2, 3, 4, 5]
+
+
 def test_a_bad_clip_is_an_error_row_left_out_of_its_group(cli_served, capsys, corpus, evaluation, tmp_path):
     folder = tmp_path / "voice-notes"
     for emotion in EMOTIONS:
