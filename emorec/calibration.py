@@ -127,15 +127,27 @@ def compare_rules(face, speech, targets, folds):
     return report
 
 
-def tune(predictor, faces, speech, per_clip=10, seed=0):
+def speaker_head_calibration(folder, speech, cache, models_dir):
+    """The temperature of a speaker-standardised head (`batch --normalise`) on RAVDESS actors 17-20,
+    each actor's clips standardised together, as evaluation and `batch --normalise folder` do."""
+    from .evaluate import speech_logits
+
+    _, _, clips, logits, _ = speech_logits(folder, speech, "validation", cache, models_dir)
+    return calibrate(softmax(logits), np.array([clip.label for clip in clips]), 1.0)
+
+
+def tune(predictor, faces, speech, cache, per_clip=10, seed=0):
     """Temperatures and the fusion rule, all chosen on validation data.
 
     Faces: FER2013 PublicTest; speech: RAVDESS actors 17-20. Pseudo-pairs are dealt within
     folds, one per validation actor, each with its own quarter of the faces, so that the
     cross-validation of the rules never scores a pair whose clip or face it was fitted on.
-    Returns {"face": calibration, "speech": calibration, "fusion": settings with the report}.
+    Returns {"face": calibration, "speech": calibration, "fusion": settings with the report}, and
+    "speaker": the calibration of the models' speaker-standardised head where they have one
+    (its features cached in `cache`).
     """
     from . import datasets
+    from .speaker_groups import HEAD
 
     face_images, face_targets, _ = datasets.fer2013(faces, "public-test", predictor.labels)
     clips = datasets.ravdess_split(datasets.speech_clips(speech, predictor.labels), "validation")
@@ -149,6 +161,8 @@ def tune(predictor, faces, speech, per_clip=10, seed=0):
         result[name] = calibrate(outputs[name], targets, model.temperature)
         outputs[name] = softmax(model.temperature * log_probabilities(outputs[name]),
                                 result[name]["temperature"])
+    if (predictor.models_dir / HEAD / "model.json").is_file():
+        result["speaker"] = speaker_head_calibration(predictor.models_dir / HEAD, speech, cache, predictor.models_dir)
 
     actors = np.array([clip[2] for clip in clips])
     pairs = []

@@ -11,6 +11,8 @@ from . import fusion, scoring, speaker_groups
 from .errors import InputError
 from .speech_features import CHANNELS, FRONT_ENDS, HEADS, NORMALISATIONS
 
+FEATURE_CACHE = ".cache/embeddings"  # speech features per clip and front end (train, evaluate, calibrate)
+
 
 def _predictor(args):
     from .predictor import Predictor
@@ -256,14 +258,16 @@ def pairs(args):
 def calibrate(args):
     from . import calibration
     predictor = _predictor(args)
-    result = calibration.tune(predictor, args.faces, args.speech, args.per_clip, args.seed)
-    for modality in ("face", "speech"):
-        path = predictor.models_dir / modality / "model.json"
+    result = calibration.tune(predictor, args.faces, args.speech, args.cache, args.per_clip, args.seed)
+    for name, folder in (("face", "face"), ("speech", "speech"), ("speaker", speaker_groups.HEAD)):
+        if name not in result:
+            continue
+        path = predictor.models_dir / folder / "model.json"
         card = json.loads(path.read_text())
-        card["temperature"], card["calibration"] = result[modality]["temperature"], result[modality]
+        card["temperature"], card["calibration"] = result[name]["temperature"], result[name]
         path.write_text(json.dumps(card, indent=1) + "\n")
-        print(f"{modality}: temperature {result[modality]['temperature']:.3f}, expected calibration error "
-              f"{result[modality]['ece_before']:.3f} -> {result[modality]['ece_after']:.3f}")
+        print(f"{Path(folder).as_posix()}: temperature {result[name]['temperature']:.3f}, expected calibration "
+              f"error {result[name]['ece_before']:.3f} -> {result[name]['ece_after']:.3f}")
     settings = result["fusion"]
     path = predictor.models_dir / "fusion" / "fusion.json"
     path.parent.mkdir(exist_ok=True)
@@ -345,7 +349,7 @@ def parser():
     command.add_argument("--front-end", default="yamnet", choices=sorted(FRONT_ENDS),
                          help="speech feature front end")
     command.add_argument("--yamnet", help="YAMNet .tflite (speech; default: the bundled one)")
-    command.add_argument("--cache", default=".cache/embeddings", help="speech feature cache (per front end)")
+    command.add_argument("--cache", default=FEATURE_CACHE, help="speech feature cache (per front end)")
     command.add_argument("--variants", type=int, default=4, help="augmented copies per clip (speech)")
     command.add_argument("--head", default="linear", choices=HEADS,
                          help="speech head: linear on all features, or a learned weighting of Whisper's layers first")
@@ -369,7 +373,7 @@ def parser():
                          help="face, photos-wild: refit the photo ensemble's temperature there, write it into the card")
     command.add_argument("--cross-validate", action="store_true",
                          help="speech: compare the recipes by 6-fold actor cross-validation (trains; minutes)")
-    command.add_argument("--cache", default=".cache/embeddings", help="speech feature cache (per front end)")
+    command.add_argument("--cache", default=FEATURE_CACHE, help="speech feature cache (per front end)")
     command.add_argument("--pairs", help="fusion: a pseudo-pair manifest from `emorec pairs`")
     command.add_argument("--crops", action="store_true", help="fusion: the manifest's images are face crops")
     command.add_argument("--weights", help="fusion weights, e.g. face=0.6,speech=0.4 (default: the tuned ones)")
@@ -394,6 +398,8 @@ def parser():
     command.add_argument("--faces", required=True, help="FER2013 folder or csv (PublicTest is used)")
     command.add_argument("--speech", required=True, help="RAVDESS folder (actors 17-20 are used)")
     command.add_argument("--per-clip", type=int, default=10, help="faces paired with each validation clip")
+    command.add_argument("--cache", default=FEATURE_CACHE, help="speech feature cache of the speaker head's "
+                         "calibration (per front end)")
     command.add_argument("--seed", type=int, default=0)
     command.set_defaults(run=calibrate)
 

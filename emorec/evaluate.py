@@ -164,14 +164,13 @@ def shared_class_scores(targets, logits, shared):
             "balanced_accuracy_unrestricted": balanced_accuracy(targets[keep], unrestricted)}
 
 
-def evaluate_speech(folder, data, split, cache, models_dir=None, channel=None):
-    """A speech head (`folder`: model.tflite and model.json) on a speaker split of a corpus folder.
+def speech_logits(folder, data, split, cache, models_dir=None, channel=None):
+    """A speech head's logits on a speaker split of a corpus folder: the head (`folder`: model.tflite
+    and model.json), its front end, the decodable clips, their logits, and the undecodable paths.
 
     The features come from the front end the card names, through the serving decoder (cached per
-    clip), standardised per speaker or corpus when the head was trained so. Besides the metrics over
-    every label as served, it reports balanced accuracy, and the scores on the classes that the
-    corpus has and the head was trained on, predictions restricted to those (`shared_class_scores`).
-    `channel` sends every clip through a codec round trip or the telephone band first (`CHANNELS`).
+    clip), standardised per speaker or corpus when the head was trained so. `channel` sends every
+    clip through a codec round trip or the telephone band first (`CHANNELS`).
     """
     from . import datasets
     from .models import MODELS_DIR, Classifier
@@ -187,22 +186,37 @@ def evaluate_speech(folder, data, split, cache, models_dir=None, channel=None):
     extractor = front_end(model.card.get("front_end", "yamnet"), models_dir or MODELS_DIR, model.card)
     if channel:
         extractor = Transmitted(extractor, channel)
-    normalisation = model.card.get("feature_normalisation", "none")
     decodable, (features,) = decoded(clips, speech_features([clip.path for clip in clips], extractor, cache))
     left_out = sorted({clip.path for clip in clips} - {clip.path for clip in decodable})
-    clips = decodable
-    (features,) = normalise([features], clips, normalisation)
+    (features,) = normalise([features], decodable, model.card.get("feature_normalisation", "none"))
     logits = np.concatenate([model(features[start:start + 256]) for start in range(0, len(features), 256)])
+    return model, extractor, decodable, logits, left_out
+
+
+def evaluate_speech(folder, data, split, cache, models_dir=None, channel=None):
+    """A speech head on a speaker split of a corpus folder (`speech_logits`).
+
+    Besides the metrics over every label as served, it reports balanced accuracy, the expected
+    calibration error at the head's temperature and at 1, and the scores on the classes that the
+    corpus has and the head was trained on, predictions restricted to those (`shared_class_scores`).
+    """
+    from .calibration import expected_calibration_error
+    from .models import softmax
+
+    model, extractor, clips, logits, left_out = speech_logits(folder, data, split, cache, models_dir, channel)
     targets = np.array([clip.label for clip in clips])
     trained = model.card.get("trained_labels", model.labels)
     shared = [index for index, label in enumerate(model.labels) if label in trained and index in targets]
     return {"model": "speech", "model_folder": str(folder), "front_end": extractor.name,
-            "feature_normalisation": normalisation, "data": str(data), "split": split,
-            "channel": channel or "as stored",
+            "feature_normalisation": model.card.get("feature_normalisation", "none"), "data": str(data),
+            "split": split, "channel": channel or "as stored",
             "corpora": sorted({clip.corpus for clip in clips}),
             "speakers": sorted({str(clip.speaker) for clip in clips}), "undecodable_left_out": left_out,
             **metrics(targets, logits.argmax(axis=1), model.labels),
             "balanced_accuracy": balanced_accuracy(targets, logits.argmax(axis=1)),
+            "temperature": model.temperature,
+            "ece": round(expected_calibration_error(softmax(logits, model.temperature), targets), 4),
+            "ece_temperature_1": round(expected_calibration_error(softmax(logits), targets), 4),
             "shared_classes": {"labels": [model.labels[index] for index in shared],
                                **shared_class_scores(targets, logits, shared)}}
 

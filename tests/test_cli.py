@@ -326,13 +326,16 @@ def test_evaluate_fusion_command(cli_predictor, capsys, manifest, tmp_path):
     assert lines[-1].endswith(f"over 12 samples -> {tmp_path / 'report' / 'metrics-pairs-test.json'}")
 
 
-def test_calibrate_writes_into_the_models_folder(capsys, pair_corpus, models_folder, astronaut, clip):
-    cards = {name: json.loads((models_folder / name / "model.json").read_text()) for name in ("face", "speech")}
+def test_calibrate_writes_into_the_models_folder(capsys, pair_corpus, models_folder, astronaut, clip, tmp_path):
+    """Face, speech and the speaker-standardised head get their temperatures, the fusion its rule."""
+    heads = ("face", "speech", "speech/speaker")
+    cards = {name: json.loads((models_folder / name / "model.json").read_text()) for name in heads}
     code, out, err = run_main(capsys, "--models", models_folder, "calibrate", "--faces", pair_corpus["faces"],
-                              "--speech", pair_corpus["speech"], "--per-clip", "2", "--seed", "3")
+                              "--speech", pair_corpus["speech"], "--per-clip", "2", "--seed", "3",
+                              "--cache", tmp_path / "cache")
     assert code == 0, err
     clips = len(PAIR_LABELS) * len(PAIR_ACTORS["validation"])
-    for name, samples in (("face", 2 * len(PAIR_LABELS)), ("speech", clips)):  # PublicTest faces, actors 17-18
+    for name, samples in zip(heads, (2 * len(PAIR_LABELS), clips, clips)):  # PublicTest faces, actors 17-18
         card = json.loads((models_folder / name / "model.json").read_text())
         assert card["temperature"] == card["calibration"]["temperature"] > 0
         assert card["calibration"]["samples"] == samples

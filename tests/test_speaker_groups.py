@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from emorec import speaker_groups
+from emorec.calibration import expected_calibration_error
 from emorec.cli import main
 from emorec.datasets import speech_clips
 from emorec.errors import InputError
@@ -130,6 +131,10 @@ def test_folder_rows_equal_the_evaluation_per_speaker(cli_served, capsys, corpus
     truth = [cli_served.labels[clip.label] for clip in evaluation["clips"]]
     assert report["feature_normalisation"] == "speaker" and report["samples"] == len(rows) == 12
     assert report["accuracy"] == round(np.mean([row["label"] == label for row, label in zip(rows, truth)]), 4)
+    targets = np.array([clip.label for clip in evaluation["clips"]])
+    assert report["temperature"] == TEMPERATURE  # the calibration error of the probabilities served
+    assert report["ece"] == pytest.approx(expected_calibration_error(probabilities(rows), targets), abs=1e-4)
+    assert report["ece_temperature_1"] != report["ece"]
 
 
 def test_batch_is_one_group_for_every_clip(cli_served, capsys, corpus, evaluation, tmp_path):
