@@ -131,8 +131,8 @@ def profile(predictor, data, reps, runs):
     median seconds of each stage and the last result; the runs take turns, so that a change in the machine's
     load falls on all of them alike."""
     watch, totals, stages, results = Stopwatch(), collections.defaultdict(list), collections.defaultdict(list), {}
-    originals = (video.read_frames, video.soundtrack)
-    video.read_frames = watch.iterator("decode frames", originals[0])
+    originals = (video.sampled_frames, video.soundtrack)
+    video.sampled_frames = watch.iterator("decode frames", originals[0])
     video.soundtrack = watch.iterator("decode sound", originals[1])  # its blocks are read inside predict_speech
     predictor.detector.detect = watch.function("detect", predictor.detector.detect)  # detect_around's too
     predictor.classify_photo_faces = watch.function("classify faces", predictor.classify_photo_faces)
@@ -151,7 +151,7 @@ def profile(predictor, data, reps, runs):
                     for stage in STAGES:
                         stages[run, stage].append(watch.seconds[stage])
     finally:
-        video.read_frames, video.soundtrack = originals
+        video.sampled_frames, video.soundtrack = originals
         del predictor.detector.detect, predictor.classify_photo_faces, predictor.predict_speech
     found = {}
     for run in runs:

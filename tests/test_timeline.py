@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emorec import LABELS, cli, timeline, video
+from emorec import LABELS, cli, media, timeline, video
 from emorec.errors import InputError
 from emorec.web import create_app
 
@@ -160,6 +160,18 @@ def test_a_face_lost_from_its_window_is_searched_for_in_the_whole_frame(predicto
     assert result["face"]["people"] == 2 and result["face"]["presence"] == 0.5  # the timeline shows the main one
     assert [step["face"]["status"] for step in result["timeline"]] in (["ok"] * 4 + ["no_face"] * 4,
                                                                         ["no_face"] * 4 + ["ok"] * 4)
+
+
+def test_the_video_is_opened_once_and_its_sound_quickly(predictor, monkeypatch):
+    """One open gives the header's checks and the frames; the soundtrack's open skips FFmpeg's full probe."""
+    opened, open_media = [], media.open_media
+
+    def spy(source, name, kind="audio", probe=None):
+        opened.append((kind, probe))
+        return open_media(source, name, kind, probe)
+    monkeypatch.setattr(media, "open_media", spy)
+    predictor.predict_video(media_bytes("mp4", tone(1.2), frames=moving_face(6), fps=5))
+    assert opened == [("video", None), ("audio", media.QUICK_PROBE)]
 
 
 def test_the_covering_segment_is_the_nearest_centred():

@@ -145,6 +145,15 @@ def test_pictures_never_taken_are_not_decoded_and_the_taken_ones_are_unchanged(m
     assert len(kinds) < 25  # of 30 (every picture decoded without the skipping)
 
 
+@pytest.mark.parametrize("format, video_codec, audio_codec", [
+    ("mp4", "libx264", "aac"), ("mov", "mpeg4", "pcm_s16le"), ("matroska", "libx264", "libopus"),
+    ("avi", "mpeg4", "libmp3lame")])
+def test_quickly_probed_soundtrack_is_the_fully_probed_sound(format, video_codec, audio_codec):
+    clip = media_bytes(format, chirp(1.0), frames=numbered(5), fps=5, video_codec=video_codec,
+                       audio_codec=audio_codec)
+    np.testing.assert_array_equal(np.concatenate(list(video.soundtrack(clip))), media.decode_audio(clip, 16000))
+
+
 def test_no_audio_track_is_none_not_an_error():
     clip = media_bytes("mp4", frames=numbered(3))
     assert video.video_info(clip).has_audio is False
