@@ -28,9 +28,9 @@ SMOOTHING_SECONDS = 0.6  # time constant of the moving average over a track's pr
 # at the cost of faces under about 1/30 of the frame's width (YuNet needs about 20 pixels).
 FRAME_MAX_SIDE = int(os.environ.get("EMOREC_VIDEO_FRAME_SIDE", 640))
 # The whole frame is searched for faces at least this often (0: on every frame); a new face is found by then.
-SEARCH_SECONDS = float(os.environ.get("EMOREC_VIDEO_SEARCH_SECONDS", 1.0))
+SEARCH_SECONDS = float(os.environ.get("EMOREC_VIDEO_SEARCH_SECONDS", 2.0))
 # A followed face is classified again after this long (0: on every frame); its probabilities are held in between.
-CLASSIFY_SECONDS = float(os.environ.get("EMOREC_VIDEO_CLASSIFY_SECONDS", 0.4))
+CLASSIFY_SECONDS = float(os.environ.get("EMOREC_VIDEO_CLASSIFY_SECONDS", 0.8))
 _EMPTY = {"label": None, "confidence": None, "probabilities": None}
 NO_AUDIO_TRACK = {"status": "no_speech", "duration": 0.0, "speech_score": 0.0, **_EMPTY, "segments": []}
 

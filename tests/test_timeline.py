@@ -121,10 +121,11 @@ def counted(monkeypatch, owner, name):
     return calls
 
 
-def test_a_face_is_followed_between_whole_frame_searches_and_classified_every_other_step(predictor, face_clip,
-                                                                                          monkeypatch):
-    """10 frames at 5 frames/s, the face moving 12 px a frame: the whole frame searched at 0 and 1 s, the face
-    found near its last box in between; classified at 0, 0.4, 0.8, 1.2 and 1.6 s; one track throughout."""
+def test_a_face_is_followed_after_a_whole_frame_search_and_classified_every_fourth_step(predictor, face_clip,
+                                                                                         monkeypatch):
+    """10 frames at 5 frames/s, the face moving 12 px a frame: the whole frame searched at 0 s (the next search
+    would be at 2 s), the face found near its last box after; classified at 0, 0.8 and 1.6 s; one track
+    throughout."""
     with monkeypatch.context() as patched:
         detect = counted(patched, predictor.detector, "detect")
         classify = counted(patched, predictor, "classify_photo_faces")
@@ -139,8 +140,8 @@ def test_a_face_is_followed_between_whole_frame_searches_and_classified_every_ot
     classify = counted(monkeypatch, predictor, "classify_photo_faces")
     result = predictor.predict_video(face_clip)
     whole = [frame for frame, *_ in detect if frame.shape[:2] == (240, 320)]
-    assert len(whole) == 2 and len(around) == 8 and len(detect) == 10
-    assert [len(detections) for _, detections in classify] == [1] * 5
+    assert len(whole) == 1 and len(around) == 9 and len(detect) == 10
+    assert [len(detections) for _, detections in classify] == [1] * 3
     assert result["face"]["people"] == 1 and result["face"]["presence"] == 1
     for step, other in zip(result["timeline"], every["timeline"], strict=True):
         assert np.abs(np.subtract(step["face"]["box"], other["face"]["box"])).max() <= 4
