@@ -21,6 +21,9 @@ DEFAULT_FPS = 5.0
 MAX_SECONDS = float(os.environ.get("EMOREC_MAX_VIDEO_SECONDS", 600))
 MAX_PIXELS = int(os.environ.get("EMOREC_MAX_VIDEO_PIXELS", 3840 * 2160))  # per frame: 4K UHD
 MAX_FRAMES = int(os.environ.get("EMOREC_MAX_VIDEO_FRAMES", 36000))  # decoded frames: 10 min at 60 frames/s
+# FFmpeg's names of the container formats whose header states every stream's parameters (MP4 and MOV's moov
+# box), so that media.QUICK_PROBE gives the same streams as a full probe; others are probed fully.
+HEADER_COMPLETE = frozenset({"mov,mp4,m4a,3gp,3g2,mj2"})
 
 
 class VideoInfo(NamedTuple):
@@ -78,11 +81,15 @@ def _check_size(width, height, name):
 @contextlib.contextmanager
 def open_video(source, max_seconds=MAX_SECONDS):
     """The OpenVideo of a path or bytes, its header checked against the limits before anything is decoded:
-    one open for the header and the frames."""
+    one open for the header and the frames, probed quickly when its format is HEADER_COMPLETE (opened
+    again with a full probe when not)."""
     name = _describe(source)
     _check_source(source, name)
-    with media.open_media(source, name, "video") as container:
-        yield OpenVideo(container, *_header(container, name, max_seconds), name)
+    for probe in (media.QUICK_PROBE, None):
+        with media.open_media(source, name, "video", probe) as container:
+            if probe is None or container.format.name in HEADER_COMPLETE:
+                yield OpenVideo(container, *_header(container, name, max_seconds), name)
+                return
 
 
 def video_info(source):

@@ -16,8 +16,8 @@ from emorec import LABELS, cli, media, timeline, video
 from emorec.errors import InputError
 from emorec.web import create_app
 
-from conftest import (ASTRONAUT, SAMPLES, assert_valid_result, chirp, gradient, media_bytes, mp4_refilled, shared,
-                      tone, write)
+from conftest import (ASTRONAUT, SAMPLES, assert_valid_result, chirp, gradient, media_bytes, media_opens, mp4_refilled,
+                      shared, tone, write)
 from test_web import problems
 
 TAKE = SAMPLES / "video" / "01-01-03-01-01-02-05.mp4"  # happy, face and voice
@@ -164,15 +164,11 @@ def test_a_face_lost_from_its_window_is_searched_for_in_the_whole_frame(predicto
 
 
 def test_the_video_is_opened_once_and_its_sound_quickly(predictor, monkeypatch):
-    """One open gives the header's checks and the frames; the soundtrack's open skips FFmpeg's full probe."""
-    opened, open_media = [], media.open_media
-
-    def spy(source, name, kind="audio", probe=None):
-        opened.append((kind, probe))
-        return open_media(source, name, kind, probe)
-    monkeypatch.setattr(media, "open_media", spy)
+    """One open gives the header's checks and the frames; neither it (an MP4) nor the soundtrack's open
+    runs FFmpeg's full probe."""
+    opened = media_opens(monkeypatch)
     predictor.predict_video(media_bytes("mp4", tone(1.2), frames=moving_face(6), fps=5))
-    assert opened == [("video", None), ("audio", media.QUICK_PROBE)]
+    assert opened == [("video", media.QUICK_PROBE), ("audio", media.QUICK_PROBE)]
 
 
 def test_the_covering_segment_is_the_nearest_centred():

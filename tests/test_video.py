@@ -15,7 +15,7 @@ from av.video.frame import PictureType
 from emorec import media, video
 from emorec.errors import InputError
 
-from conftest import SAMPLES, chirp, gradient, media_bytes, mp4_claiming, mp4_refilled, shared, write
+from conftest import SAMPLES, chirp, gradient, media_bytes, media_opens, mp4_claiming, mp4_refilled, shared, write
 
 VIDEOS = SAMPLES / "video"
 TAKE = VIDEOS / "01-01-03-01-01-02-05.mp4"  # happy, face and voice
@@ -152,6 +152,33 @@ def test_quickly_probed_soundtrack_is_the_fully_probed_sound(format, video_codec
     clip = media_bytes(format, chirp(1.0), frames=numbered(5), fps=5, video_codec=video_codec,
                        audio_codec=audio_codec)
     np.testing.assert_array_equal(np.concatenate(list(video.soundtrack(clip))), media.decode_audio(clip, 16000))
+
+
+@pytest.mark.parametrize("clip", [
+    lambda: shared(TAKE).read_bytes(),
+    lambda: media_bytes("mp4", frames=[np.roll(gradient(96, 128), 4 * index, axis=1) for index in range(30)],
+                        fps=30),  # B-frames
+    lambda: media_bytes("mp4", frames=numbered(10), times=[0, 0.1, 0.15, 0.5, 0.55, 0.6, 1.0, 1.05, 1.9, 2.0]),
+    lambda: media_bytes("mov", chirp(1.0), frames=numbered(5), fps=5, video_codec="mpeg4", audio_codec="pcm_s16le"),
+    lambda: media_bytes("mp4", frames=numbered(3), rotation=90)], ids=["take", "b-frames", "vfr", "mov", "rotated"])
+def test_quickly_probed_mp4_and_mov_give_the_fully_probed_header_and_frames(clip, monkeypatch):
+    clip = clip()
+    with video.open_video(clip) as opened:
+        quick = opened.info, list(video.sampled_frames(opened, fps=None))
+    monkeypatch.setattr(video, "HEADER_COMPLETE", frozenset())
+    with video.open_video(clip) as opened:
+        full = opened.info, list(video.sampled_frames(opened, fps=None))
+    assert quick[0] == full[0] and [seconds for seconds, _ in quick[1]] == [seconds for seconds, _ in full[1]]
+    for (_, a), (_, b) in zip(quick[1], full[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("format, probes", [("mp4", [media.QUICK_PROBE]), ("matroska", [media.QUICK_PROBE, None])])
+def test_only_formats_with_complete_headers_keep_the_quick_probe(format, probes, monkeypatch):
+    clip = media_bytes(format, frames=numbered(3))
+    opened = media_opens(monkeypatch)
+    assert video.video_info(clip).width == 48
+    assert opened == [("video", probe) for probe in probes]
 
 
 def test_no_audio_track_is_none_not_an_error():
