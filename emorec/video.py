@@ -12,6 +12,7 @@ import os
 from typing import NamedTuple
 
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from . import media
 from .audio import SAMPLE_RATE
@@ -110,15 +111,15 @@ def sampled_frames(opened, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, max_side=No
     The frame shown at each sampling instant k/fps is taken (the first frame at or after it), so
     a variable frame rate keeps true timestamps; fps=None yields every frame. Rotation metadata
     is applied. Frames whose longer side exceeds `max_side` are scaled down in the same pass as
-    the colour conversion (cheaper than converting, then resizing). `threads` is FFmpeg's
-    decoding thread count (0: its own choice). A picture due before the next sampling instant
+    the colour conversion (cheaper than converting, then resizing), by one reformatter for the whole
+    video. `threads` is FFmpeg's thread count for decoding and scaling (0: its own choice). A picture due before the next sampling instant
     that no other picture refers to (a non-reference B-frame) is not decoded at all: it could
     never be taken, so the frames and timestamps are those that decoding every picture gives.
     """
     container, stream, _, name = opened
     stream.codec_context.thread_count = threads
     start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-    due, decoded = 0.0, 0
+    due, decoded, reformatter = 0.0, 0, VideoReformatter()
 
     def skip_unless_due(packet):  # decoded anyway when other pictures refer to it
         due_now = packet.pts is None or float(packet.pts * packet.time_base) - start >= due - 1e-6
@@ -138,7 +139,8 @@ def sampled_frames(opened, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, max_side=No
         if fps and seconds < due - 1e-6:
             continue
         _check_size(frame.width, frame.height, name)
-        image = frame.to_ndarray(format="bgr24", **_scaled(frame.width, frame.height, max_side))
+        image = reformatter.reformat(frame, format="bgr24", threads=threads,
+                                     **_scaled(frame.width, frame.height, max_side)).to_ndarray()
         yield seconds, upright(image, frame.rotation)
         if fps:
             due = (math.floor(seconds * fps + 1e-6) + 1) / fps

@@ -4,8 +4,10 @@ Synthetic clips are written here with PyAV (rotation metadata, a variable frame 
 the real ones are the four RAVDESS takes in ../shared/samples/video.
 """
 
+import io
 import tracemalloc
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -66,6 +68,20 @@ def test_large_frames_scaled_down_while_converted():
     assert np.abs(small.astype(int) - reference).mean() < 2  # the same picture, not a crop
     (_, rotated), = video.read_frames(media_bytes("mp4", frames=numbered(1), rotation=90), max_side=24)
     assert rotated.shape == (24, 16, 3)  # scaled 48x32 -> 24x16, then turned upright
+
+
+def test_one_reformatter_gives_each_frames_own_conversion():
+    """The reformatter reused across the frames, on FFmpeg's threads or one, gives the pixels of a conversion
+    of each frame alone."""
+    clip = shared(TAKE).read_bytes()
+    with av.open(io.BytesIO(clip)) as container:
+        alone = [frame.to_ndarray(format="bgr24", **video._scaled(frame.width, frame.height, 640))
+                 for frame in container.decode(video=0)]
+    for threads in (0, 1):
+        reused = [frame for _, frame in video.read_frames(clip, fps=None, max_side=640, threads=threads)]
+        assert len(reused) == len(alone) == 97
+        for a, b in zip(reused, alone):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_every_frame_when_fps_is_none():
