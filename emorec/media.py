@@ -50,7 +50,9 @@ def open_media(source, name, kind="audio", probe=None):
     try:
         # "file:" so that a path is never read as another FFmpeg protocol ("concat:", "http:")
         target = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else f"file:{os.fspath(source)}"
-        container = av.open(target, options={"format_whitelist": CONTAINERS, **(probe or {})})
+        # metadata_errors: a tag that is not UTF-8 (an encoder's name, a title) must not refuse the file
+        container = av.open(target, options={"format_whitelist": CONTAINERS, **(probe or {})},
+                            metadata_errors="replace")
     except av.FFmpegError as error:
         detail = ("unsupported format" if error.errno == errno.EINVAL
                   else "the file ends too early" if isinstance(error, av.EOFError) else error.strerror)
