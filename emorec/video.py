@@ -112,9 +112,10 @@ def sampled_frames(opened, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, max_side=No
     a variable frame rate keeps true timestamps; fps=None yields every frame. Rotation metadata
     is applied. Frames whose longer side exceeds `max_side` are scaled down in the same pass as
     the colour conversion (cheaper than converting, then resizing), by one reformatter for the whole
-    video. `threads` is FFmpeg's thread count for decoding and scaling (0: its own choice). A picture due before the next sampling instant
-    that no other picture refers to (a non-reference B-frame) is not decoded at all: it could
-    never be taken, so the frames and timestamps are those that decoding every picture gives.
+    video. `threads` is FFmpeg's thread count for decoding and scaling (0: its own choice). A picture
+    due before the next sampling instant that no other picture refers to (a non-reference B-frame) is
+    not decoded at all: it could never be taken, so the frames and timestamps are those that decoding
+    every picture gives.
     """
     container, stream, _, name = opened
     stream.codec_context.thread_count = threads
@@ -163,8 +164,8 @@ def upright(image, rotation):
 
 def soundtrack(source, max_seconds=MAX_SECONDS):
     """The video's sound as 16 kHz mono blocks, decoded as they are read (media.mono_blocks), or None when it
-    has no audio track (the caller's `no_speech`). The container is opened with a quick probe: the
-    video was opened (and checked) before."""
+    has no audio track (the caller's `no_speech`). The container is opened with media.QUICK_PROBE: the
+    sound is decoded at the rate and channels its frames state, so a full probe would add nothing."""
     name = _describe(source)
     blocks = media.mono_blocks(media.audio_chunks(source, name, max_seconds, media.QUICK_PROBE), SAMPLE_RATE,
                                name, max_seconds)
