@@ -28,9 +28,9 @@ SMOOTHING_SECONDS = 0.6  # time constant of the moving average over a track's pr
 # at the cost of faces under about 1/30 of the frame's width (YuNet needs about 20 pixels).
 FRAME_MAX_SIDE = int(os.environ.get("EMOREC_VIDEO_FRAME_SIDE", 640))
 # The whole frame is searched for faces at least this often (0: on every frame); a new face is found by then.
-SEARCH_SECONDS = float(os.environ.get("EMOREC_VIDEO_SEARCH_SECONDS", 1.0))
+SEARCH_SECONDS = float(os.environ.get("EMOREC_VIDEO_SEARCH_SECONDS", 2.0))
 # A followed face is classified again after this long (0: on every frame); its probabilities are held in between.
-CLASSIFY_SECONDS = float(os.environ.get("EMOREC_VIDEO_CLASSIFY_SECONDS", 0.4))
+CLASSIFY_SECONDS = float(os.environ.get("EMOREC_VIDEO_CLASSIFY_SECONDS", 0.8))
 _EMPTY = {"label": None, "confidence": None, "probabilities": None}
 NO_AUDIO_TRACK = {"status": "no_speech", "duration": 0.0, "speech_score": 0.0, **_EMPTY, "segments": []}
 
@@ -187,15 +187,16 @@ def analyse(predictor, source, fps=video.DEFAULT_FPS, weights=None, threads=0):
     """
     if not fps or fps <= 0 or not math.isfinite(fps):
         raise InputError(f"the sampling rate must be a positive number of frames a second, not {fps}")
-    info = video.video_info(source)  # the header's limits, before anything is decoded
     tracker, times = Tracker(max(TRACK_GAP_SECONDS, 1.5 / fps)), []  # at a low rate: the next frame may continue it
     searched = None  # the time of the last whole-frame search
-    for time, frame in video.read_frames(source, fps, max_side=FRAME_MAX_SIDE, threads=threads):
-        scale = max(info.width, info.height) / max(frame.shape[:2])  # back to the video's own pixels, upright
-        shown = [round(side * scale) for side in frame.shape[1::-1]]  # width, height as players show it
-        searched = add_faces(predictor, tracker, time, frame, scale, times[-1] if times else None, searched,
-                             0.5 / fps)
-        times.append(time)
+    with video.open_video(source) as opened:  # the header's limits, before anything is decoded
+        info = opened.info
+        for time, frame in video.sampled_frames(opened, fps, max_side=FRAME_MAX_SIDE, threads=threads):
+            scale = max(info.width, info.height) / max(frame.shape[:2])  # back to the video's own pixels, upright
+            shown = [round(side * scale) for side in frame.shape[1::-1]]  # width, height as players show it
+            searched = add_faces(predictor, tracker, time, frame, scale, times[-1] if times else None, searched,
+                                 0.5 / fps)
+            times.append(time)
     if not times:
         raise InputError(f"{video._describe(source)}: the video holds no frames")
     soundtrack = video.soundtrack(source)  # streamed: memory does not grow with the video's length

@@ -5,21 +5,26 @@ The header's duration, frame size and frame count are checked against the limits
 decoded, and again while decoding (a header may lie). One decoded frame is held at a time.
 """
 
+import contextlib
 import itertools
 import math
 import os
 from typing import NamedTuple
 
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from . import media
-from .audio import audio_blocks
+from .audio import SAMPLE_RATE
 from .errors import InputError
 
 DEFAULT_FPS = 5.0
 MAX_SECONDS = float(os.environ.get("EMOREC_MAX_VIDEO_SECONDS", 600))
 MAX_PIXELS = int(os.environ.get("EMOREC_MAX_VIDEO_PIXELS", 3840 * 2160))  # per frame: 4K UHD
 MAX_FRAMES = int(os.environ.get("EMOREC_MAX_VIDEO_FRAMES", 36000))  # decoded frames: 10 min at 60 frames/s
+# FFmpeg's names of the container formats whose header states every stream's parameters (MP4 and MOV's moov
+# box), so that media.QUICK_PROBE gives the same streams as a full probe; others are probed fully.
+HEADER_COMPLETE = frozenset({"mov,mp4,m4a,3gp,3g2,mj2"})
 
 
 class VideoInfo(NamedTuple):
@@ -31,6 +36,14 @@ class VideoInfo(NamedTuple):
     frames: int
     fps: float
     has_audio: bool
+
+
+class OpenVideo(NamedTuple):
+    """An opened video: its PyAV container, video stream, checked VideoInfo and the name errors give it."""
+    container: object
+    stream: object
+    info: VideoInfo
+    name: str
 
 
 def _describe(source):
@@ -66,55 +79,72 @@ def _check_size(width, height, name):
         raise InputError(f"{name}: video is {width}x{height}, over the {MAX_PIXELS} pixel limit")
 
 
-def video_info(source):
-    """The VideoInfo of a path or bytes, read from the header only (limits checked)."""
+@contextlib.contextmanager
+def open_video(source, max_seconds=MAX_SECONDS):
+    """The OpenVideo of a path or bytes, its header checked against the limits before anything is decoded:
+    one open for the header and the frames, probed quickly when its format is HEADER_COMPLETE (opened
+    again with a full probe when not)."""
     name = _describe(source)
     _check_source(source, name)
-    with media.open_media(source, name, "video") as container:
-        return _header(container, name, MAX_SECONDS)[1]
+    for probe in (media.QUICK_PROBE, None):
+        with media.open_media(source, name, "video", probe) as container:
+            if probe is None or container.format.name in HEADER_COMPLETE:
+                yield OpenVideo(container, *_header(container, name, max_seconds), name)
+                return
+
+
+def video_info(source):
+    """The VideoInfo of a path or bytes, read from the header only (limits checked)."""
+    with open_video(source) as opened:
+        return opened.info
 
 
 def read_frames(source, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, max_side=None, threads=0):
-    """Yield (seconds from the start, upright BGR uint8 frame) of a video, about `fps` a second.
+    """sampled_frames of a path or bytes, opened for them alone."""
+    with open_video(source, max_seconds) as opened:
+        yield from sampled_frames(opened, fps, max_seconds, max_side, threads)
+
+
+def sampled_frames(opened, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, max_side=None, threads=0):
+    """Yield (seconds from the start, upright BGR uint8 frame) of an OpenVideo, about `fps` a second.
 
     The frame shown at each sampling instant k/fps is taken (the first frame at or after it), so
     a variable frame rate keeps true timestamps; fps=None yields every frame. Rotation metadata
     is applied. Frames whose longer side exceeds `max_side` are scaled down in the same pass as
-    the colour conversion (cheaper than converting, then resizing). `threads` is FFmpeg's
-    decoding thread count (0: its own choice). A picture due before the next sampling instant
-    that no other picture refers to (a non-reference B-frame) is not decoded at all: it could
-    never be taken, so the frames and timestamps are those that decoding every picture gives.
+    the colour conversion (cheaper than converting, then resizing), by one reformatter for the whole
+    video. `threads` is FFmpeg's thread count for decoding and scaling (0: its own choice). A picture
+    due before the next sampling instant that no other picture refers to (a non-reference B-frame) is
+    not decoded at all: it could never be taken, so the frames and timestamps are those that decoding
+    every picture gives.
     """
-    name = _describe(source)
-    _check_source(source, name)
-    with media.open_media(source, name, "video") as container:
-        stream, _ = _header(container, name, max_seconds)
-        stream.codec_context.thread_count = threads
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        due, decoded = 0.0, 0
+    container, stream, _, name = opened
+    stream.codec_context.thread_count = threads
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    due, decoded, reformatter = 0.0, 0, VideoReformatter()
 
-        def skip_unless_due(packet):  # decoded anyway when other pictures refer to it
-            due_now = packet.pts is None or float(packet.pts * packet.time_base) - start >= due - 1e-6
-            stream.codec_context.skip_frame = "DEFAULT" if due_now else "NONREF"
+    def skip_unless_due(packet):  # decoded anyway when other pictures refer to it
+        due_now = packet.pts is None or float(packet.pts * packet.time_base) - start >= due - 1e-6
+        stream.codec_context.skip_frame = "DEFAULT" if due_now else "NONREF"
 
-        for frame in media.decoded_frames(container, stream, name, "video", skip_unless_due if fps else None):
-            decoded += 1
-            if decoded > MAX_FRAMES:
-                raise InputError(f"{name}: video is over the {MAX_FRAMES} frame limit "
-                                 "(more frames than its header says)")
-            if frame.pts is None:
-                continue  # no timestamp: cannot be placed on the timeline
-            seconds = float(frame.pts * frame.time_base) - start
-            if seconds > max_seconds:
-                raise InputError(f"{name}: video is over the {max_seconds:.0f} s limit "
-                                 "(longer than its header says)")
-            if fps and seconds < due - 1e-6:
-                continue
-            _check_size(frame.width, frame.height, name)
-            image = frame.to_ndarray(format="bgr24", **_scaled(frame.width, frame.height, max_side))
-            yield seconds, upright(image, frame.rotation)
-            if fps:
-                due = (math.floor(seconds * fps + 1e-6) + 1) / fps
+    for frame in media.decoded_frames(container, stream, name, "video", skip_unless_due if fps else None):
+        decoded += 1
+        if decoded > MAX_FRAMES:
+            raise InputError(f"{name}: video is over the {MAX_FRAMES} frame limit "
+                             "(more frames than its header says)")
+        if frame.pts is None:
+            continue  # no timestamp: cannot be placed on the timeline
+        seconds = float(frame.pts * frame.time_base) - start
+        if seconds > max_seconds:
+            raise InputError(f"{name}: video is over the {max_seconds:.0f} s limit "
+                             "(longer than its header says)")
+        if fps and seconds < due - 1e-6:
+            continue
+        _check_size(frame.width, frame.height, name)
+        image = reformatter.reformat(frame, format="bgr24", threads=threads,
+                                     **_scaled(frame.width, frame.height, max_side)).to_ndarray()
+        yield seconds, upright(image, frame.rotation)
+        if fps:
+            due = (math.floor(seconds * fps + 1e-6) + 1) / fps
 
 
 def _scaled(width, height, max_side):
@@ -133,9 +163,12 @@ def upright(image, rotation):
 
 
 def soundtrack(source, max_seconds=MAX_SECONDS):
-    """The video's sound as audio_blocks gives it (16 kHz mono blocks, decoded as they are read), or None
-    when it has no audio track (the caller's `no_speech`)."""
-    blocks = audio_blocks(source, max_seconds)
+    """The video's sound as 16 kHz mono blocks, decoded as they are read (media.mono_blocks), or None when it
+    has no audio track (the caller's `no_speech`). The container is opened with media.QUICK_PROBE: the
+    sound is decoded at the rate and channels its frames state, so a full probe would add nothing."""
+    name = _describe(source)
+    blocks = media.mono_blocks(media.audio_chunks(source, name, max_seconds, media.QUICK_PROBE), SAMPLE_RATE,
+                               name, max_seconds)
     try:
         first = next(blocks)
     except media.NoAudioTrack:

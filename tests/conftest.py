@@ -115,6 +115,19 @@ def mp4_claiming(data, seconds):
     return bytes(data)
 
 
+def media_opens(monkeypatch):
+    """The (kind, probe) of each media.open_media call from now on (the calls still go through)."""
+    from emorec import media
+
+    opened, open_media = [], media.open_media
+
+    def spy(source, name, kind="audio", probe=None):
+        opened.append((kind, probe))
+        return open_media(source, name, kind, probe)
+    monkeypatch.setattr(media, "open_media", spy)
+    return opened
+
+
 def image_bytes(array_or_image, format="PNG", **options):
     """Encode a NumPy array or PIL image with PIL."""
     image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)

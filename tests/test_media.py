@@ -130,6 +130,15 @@ def test_bad_media_is_a_clear_input_error(data, message):
         load_audio(data)
 
 
+@pytest.mark.parametrize("codec", ["aac", "mp3"])
+def test_a_tag_that_is_not_utf8_is_read_past(codec):
+    """The encoder tag ("Lavf...") with a byte that is not UTF-8: PyAV's metadata decoding raised
+    UnicodeDecodeError (found by tests/test_fuzz.py)."""
+    data = bytearray(media.encode_audio(SWEEP, SAMPLE_RATE, codec))
+    data[data.index(b"Lavf") + 1] = 0xFF
+    assert correlation(load_audio(bytes(data))[:len(SWEEP)], SWEEP) > 0.98
+
+
 def test_truncated_streams_give_what_was_there():
     for name in ("mp3", "ogg-opus", "webm-opus"):
         data = FILES[name][0]

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emorec import LABELS, cli, timeline, video
+from emorec import LABELS, cli, media, timeline, video
 from emorec.errors import InputError
 from emorec.web import create_app
 
-from conftest import (ASTRONAUT, SAMPLES, assert_valid_result, chirp, gradient, media_bytes, mp4_refilled, shared,
-                      tone, write)
+from conftest import (ASTRONAUT, SAMPLES, assert_valid_result, chirp, gradient, media_bytes, media_opens, mp4_refilled,
+                      shared, tone, write)
 from test_web import problems
 
 TAKE = SAMPLES / "video" / "01-01-03-01-01-02-05.mp4"  # happy, face and voice
@@ -121,10 +121,11 @@ def counted(monkeypatch, owner, name):
     return calls
 
 
-def test_a_face_is_followed_between_whole_frame_searches_and_classified_every_other_step(predictor, face_clip,
-                                                                                          monkeypatch):
-    """10 frames at 5 frames/s, the face moving 12 px a frame: the whole frame searched at 0 and 1 s, the face
-    found near its last box in between; classified at 0, 0.4, 0.8, 1.2 and 1.6 s; one track throughout."""
+def test_a_face_is_followed_after_a_whole_frame_search_and_classified_every_fourth_step(predictor, face_clip,
+                                                                                         monkeypatch):
+    """10 frames at 5 frames/s, the face moving 12 px a frame: the whole frame searched at 0 s (the next search
+    would be at 2 s), the face found near its last box after; classified at 0, 0.8 and 1.6 s; one track
+    throughout."""
     with monkeypatch.context() as patched:
         detect = counted(patched, predictor.detector, "detect")
         classify = counted(patched, predictor, "classify_photo_faces")
@@ -139,8 +140,8 @@ def test_a_face_is_followed_between_whole_frame_searches_and_classified_every_ot
     classify = counted(monkeypatch, predictor, "classify_photo_faces")
     result = predictor.predict_video(face_clip)
     whole = [frame for frame, *_ in detect if frame.shape[:2] == (240, 320)]
-    assert len(whole) == 2 and len(around) == 8 and len(detect) == 10
-    assert [len(detections) for _, detections in classify] == [1] * 5
+    assert len(whole) == 1 and len(around) == 9 and len(detect) == 10
+    assert [len(detections) for _, detections in classify] == [1] * 3
     assert result["face"]["people"] == 1 and result["face"]["presence"] == 1
     for step, other in zip(result["timeline"], every["timeline"], strict=True):
         assert np.abs(np.subtract(step["face"]["box"], other["face"]["box"])).max() <= 4
@@ -160,6 +161,14 @@ def test_a_face_lost_from_its_window_is_searched_for_in_the_whole_frame(predicto
     assert result["face"]["people"] == 2 and result["face"]["presence"] == 0.5  # the timeline shows the main one
     assert [step["face"]["status"] for step in result["timeline"]] in (["ok"] * 4 + ["no_face"] * 4,
                                                                         ["no_face"] * 4 + ["ok"] * 4)
+
+
+def test_the_video_is_opened_once_and_its_sound_quickly(predictor, monkeypatch):
+    """One open gives the header's checks and the frames; neither it (an MP4) nor the soundtrack's open
+    runs FFmpeg's full probe."""
+    opened = media_opens(monkeypatch)
+    predictor.predict_video(media_bytes("mp4", tone(1.2), frames=moving_face(6), fps=5))
+    assert opened == [("video", media.QUICK_PROBE), ("audio", media.QUICK_PROBE)]
 
 
 def test_the_covering_segment_is_the_nearest_centred():

@@ -4,8 +4,10 @@ Synthetic clips are written here with PyAV (rotation metadata, a variable frame 
 the real ones are the four RAVDESS takes in ../shared/samples/video.
 """
 
+import io
 import tracemalloc
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from av.video.frame import PictureType
 from emorec import media, video
 from emorec.errors import InputError
 
-from conftest import SAMPLES, chirp, gradient, media_bytes, mp4_claiming, mp4_refilled, shared, write
+from conftest import SAMPLES, chirp, gradient, media_bytes, media_opens, mp4_claiming, mp4_refilled, shared, write
 
 VIDEOS = SAMPLES / "video"
 TAKE = VIDEOS / "01-01-03-01-01-02-05.mp4"  # happy, face and voice
@@ -66,6 +68,20 @@ def test_large_frames_scaled_down_while_converted():
     assert np.abs(small.astype(int) - reference).mean() < 2  # the same picture, not a crop
     (_, rotated), = video.read_frames(media_bytes("mp4", frames=numbered(1), rotation=90), max_side=24)
     assert rotated.shape == (24, 16, 3)  # scaled 48x32 -> 24x16, then turned upright
+
+
+def test_one_reformatter_gives_each_frames_own_conversion():
+    """The reformatter reused across the frames, on FFmpeg's threads or one, gives the pixels of a conversion
+    of each frame alone."""
+    clip = shared(TAKE).read_bytes()
+    with av.open(io.BytesIO(clip)) as container:
+        alone = [frame.to_ndarray(format="bgr24", **video._scaled(frame.width, frame.height, 640))
+                 for frame in container.decode(video=0)]
+    for threads in (0, 1):
+        reused = [frame for _, frame in video.read_frames(clip, fps=None, max_side=640, threads=threads)]
+        assert len(reused) == len(alone) == 97
+        for a, b in zip(reused, alone):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_every_frame_when_fps_is_none():
@@ -143,6 +159,42 @@ def test_pictures_never_taken_are_not_decoded_and_the_taken_ones_are_unchanged(m
     for seconds, frame in sampled:
         np.testing.assert_array_equal(frame, every[seconds])
     assert len(kinds) < 25  # of 30 (every picture decoded without the skipping)
+
+
+@pytest.mark.parametrize("format, video_codec, audio_codec", [
+    ("mp4", "libx264", "aac"), ("mov", "mpeg4", "pcm_s16le"), ("matroska", "libx264", "libopus"),
+    ("avi", "mpeg4", "libmp3lame")])
+def test_quickly_probed_soundtrack_is_the_fully_probed_sound(format, video_codec, audio_codec):
+    clip = media_bytes(format, chirp(1.0), frames=numbered(5), fps=5, video_codec=video_codec,
+                       audio_codec=audio_codec)
+    np.testing.assert_array_equal(np.concatenate(list(video.soundtrack(clip))), media.decode_audio(clip, 16000))
+
+
+@pytest.mark.parametrize("clip", [
+    lambda: shared(TAKE).read_bytes(),
+    lambda: media_bytes("mp4", frames=[np.roll(gradient(96, 128), 4 * index, axis=1) for index in range(30)],
+                        fps=30),  # B-frames
+    lambda: media_bytes("mp4", frames=numbered(10), times=[0, 0.1, 0.15, 0.5, 0.55, 0.6, 1.0, 1.05, 1.9, 2.0]),
+    lambda: media_bytes("mov", chirp(1.0), frames=numbered(5), fps=5, video_codec="mpeg4", audio_codec="pcm_s16le"),
+    lambda: media_bytes("mp4", frames=numbered(3), rotation=90)], ids=["take", "b-frames", "vfr", "mov", "rotated"])
+def test_quickly_probed_mp4_and_mov_give_the_fully_probed_header_and_frames(clip, monkeypatch):
+    clip = clip()
+    with video.open_video(clip) as opened:
+        quick = opened.info, list(video.sampled_frames(opened, fps=None))
+    monkeypatch.setattr(video, "HEADER_COMPLETE", frozenset())
+    with video.open_video(clip) as opened:
+        full = opened.info, list(video.sampled_frames(opened, fps=None))
+    assert quick[0] == full[0] and [seconds for seconds, _ in quick[1]] == [seconds for seconds, _ in full[1]]
+    for (_, a), (_, b) in zip(quick[1], full[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("format, probes", [("mp4", [media.QUICK_PROBE]), ("matroska", [media.QUICK_PROBE, None])])
+def test_only_formats_with_complete_headers_keep_the_quick_probe(format, probes, monkeypatch):
+    clip = media_bytes(format, frames=numbered(3))
+    opened = media_opens(monkeypatch)
+    assert video.video_info(clip).width == 48
+    assert opened == [("video", probe) for probe in probes]
 
 
 def test_no_audio_track_is_none_not_an_error():
