@@ -113,7 +113,7 @@ class Tracker:
         return max(self.tracks, key=lambda track: track.area, default=None)
 
 
-def find_faces(detector, frame, followed, search):
+def follow_or_search(detector, frame, followed, search):
     """YuNet rows of a frame's faces, largest first, and whether the whole frame was searched: each of the
     `followed` boxes (frame pixels) found again in a window around it (the face there that overlaps it most,
     by IoU from MATCH_IOU up); the whole frame searched instead when `search`, when none is followed, when
@@ -132,14 +132,14 @@ def find_faces(detector, frame, followed, search):
 
 
 def add_faces(predictor, tracker, time, frame, scale, previous, searched, slack):
-    """Find one frame's faces (find_faces: those on the `previous` step's frame followed, or the whole frame
+    """Find one frame's faces (follow_or_search: those on the `previous` step's frame followed, or the whole frame
     searched when SEARCH_SECONDS have passed since `searched`), classify those whose track is new or was
     classified CLASSIFY_SECONDS ago, and add them to the tracker, boxes in the video's pixels (the frame's
     times `scale`). `slack` is taken off each period (half a sampling step). Returns the time of the last
     whole-frame search."""
     followed = [[value / scale for value in track.last_box] for track in tracker.tracks if track.last_time == previous]
     search = searched is None or time - searched >= SEARCH_SECONDS - slack
-    rows, whole = find_faces(predictor.detector, frame, followed, search)
+    rows, whole = follow_or_search(predictor.detector, frame, followed, search)
     boxes = [[round(value * scale) for value in box] for box in face_boxes(rows)]
     tracks = tracker.match(time, boxes)
     due = [index for index, track in enumerate(tracks)
