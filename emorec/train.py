@@ -273,11 +273,15 @@ def train_face(data, out, epochs=30, batch_size=64, learning_rate=2e-3, width=32
     return network
 
 
+MLP_UNITS = 256  # the "mlp" speech head's hidden layer
+
+
 def speech_head(num_classes, train_features, head="linear", groups=1):
     """Standardisation (fitted on the training clips), dropout and a linear layer to logits.
 
     "layer-weighted" first reads the features as `groups` equal parts (an encoder's layers) and sums
-    them with learned softmax weights, so the linear layer sees one layer's width.
+    them with learned softmax weights, so the linear layer sees one layer's width; "mlp" puts a hidden
+    layer of MLP_UNITS (GELU, L2 1e-3, dropout 0.5) before it.
     """
     standardise = layers.Normalization(name="standardise")
     standardise.adapt(train_features)
@@ -286,6 +290,9 @@ def speech_head(num_classes, train_features, head="linear", groups=1):
     if head == "layer-weighted":
         x = LayerWeighting(name="layer_weights")(layers.Reshape((groups, -1))(x))
     x = layers.Dropout(0.5)(x)
+    if head == "mlp":
+        x = layers.Dense(MLP_UNITS, "gelu", kernel_regularizer=keras.regularizers.l2(1e-3), name="hidden")(x)
+        x = layers.Dropout(0.5)(x)
     logits = layers.Dense(num_classes, kernel_regularizer=keras.regularizers.l2(1e-3), name="logits")(x)
     return keras.Model(inputs, logits, name="speech_head")
 

@@ -357,6 +357,16 @@ def test_speech_head_shapes_and_standardisation():
     assert model.count_params() == 10 * 7 + 7 + 2 * 10 + 1  # the linear layer; mean, variance and count
 
 
+def test_mlp_head_has_a_hidden_layer_and_exports(tmp_path):
+    x = np.random.default_rng(0).normal(0, 1, (40, 10)).astype(np.float32)
+    model = train.speech_head(7, x, "mlp")
+    assert model.get_layer("hidden").units == train.MLP_UNITS
+    assert model.count_params() == 10 * train.MLP_UNITS + train.MLP_UNITS + train.MLP_UNITS * 7 + 7 + 2 * 10 + 1
+    train.export(model, tmp_path, LABELS, front_end="whisper-base")
+    served = Classifier(tmp_path)
+    np.testing.assert_allclose(served(x[:3]), np.asarray(model(x[:3], training=False)), rtol=1e-4, atol=1e-5)
+
+
 def test_layer_weighted_head_sums_layers_by_learned_weights_and_exports(tmp_path):
     x = np.random.default_rng(0).normal(0, 1, (40, 3 * 4)).astype(np.float32)
     model = train.speech_head(7, x, "layer-weighted", groups=3)
