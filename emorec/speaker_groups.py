@@ -55,8 +55,9 @@ def score(predictor, head, groups, progress=True):
     statistics are over) and the plain batch's fields.
 
     Each clip's features come from the front end the head's card names (`_front_end`), once per clip; a
-    group's features stay in memory (32 KiB a clip for Whisper base) until it is scored. A clip that cannot be decoded gets its error row and is left out of the statistics; the
-    clips of a group with fewer than MIN_CLIPS decoded get error rows saying so.
+    group's features stay in memory (32 KiB a clip for Whisper base) until it is scored. A clip that
+    cannot be decoded gets its error row and is left out of the statistics; the clips of a group with
+    fewer than MIN_CLIPS decoded get error rows saying so.
     """
     from tqdm import tqdm
 
