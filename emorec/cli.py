@@ -352,8 +352,8 @@ def parser():
     command.add_argument("--cache", default=FEATURE_CACHE, help="speech feature cache (per front end)")
     command.add_argument("--variants", type=int, default=4, help="augmented copies per clip (speech)")
     command.add_argument("--head", default="linear", choices=HEADS,
-                         help="speech head: linear on all features, a learned weighting of Whisper's layers first, or a "
-                         "hidden layer first (mlp)")
+                         help="speech head: linear on all features, a learned weighting of Whisper's layers first, a "
+                         "hidden layer first (mlp), or linear on the means of Whisper's middle layers (middle-means)")
     command.add_argument("--normalise", default="none", choices=NORMALISATIONS,
                          help="speech: standardise features per speaker or per corpus (a head for batches of "
                          "clips, not for single clips)")

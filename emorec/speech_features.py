@@ -248,7 +248,7 @@ def decoded(clips, variants):
 
 
 NORMALISATIONS = ("none", "speaker", "corpus")
-HEADS = ("linear", "layer-weighted", "mlp")  # the speech heads `emorec.train.speech_head` builds
+HEADS = ("linear", "layer-weighted", "mlp", "middle-means")  # the speech heads `emorec.train.speech_head` builds
 
 
 def normalise(variants, clips, normalisation):

@@ -21,7 +21,8 @@ from keras import layers, ops  # noqa: E402
 from . import datasets, labels as label_sets  # noqa: E402
 from .errors import InputError  # noqa: E402
 from .image import face_input  # noqa: E402
-from .speech_features import SPEECH_LAYERS, YAMNetFeatures, decoded, normalise, speech_features  # noqa: E402
+from .speech_features import (SPEECH_LAYERS, WHISPER_LAYERS, YAMNetFeatures, decoded, normalise,  # noqa: E402
+                              speech_features)
 
 
 def face_network(num_classes, width=32):
@@ -274,6 +275,8 @@ def train_face(data, out, epochs=30, batch_size=64, learning_rate=2e-3, width=32
 
 
 MLP_UNITS = 256  # the "mlp" speech head's hidden layer
+MIDDLE_LAYERS = (2, 3, 4, 5)  # the "middle-means" head's Whisper layers (blocks 2-5) ...
+MIDDLE_L2 = 0.1  # ... and its L2: what transferred best across corpora (models/speech/README.md)
 
 
 def speech_head(num_classes, train_features, head="linear", groups=1):
@@ -281,20 +284,48 @@ def speech_head(num_classes, train_features, head="linear", groups=1):
 
     "layer-weighted" first reads the features as `groups` equal parts (an encoder's layers) and sums
     them with learned softmax weights, so the linear layer sees one layer's width; "mlp" puts a hidden
-    layer of MLP_UNITS (GELU, L2 1e-3, dropout 0.5) before it.
+    layer of MLP_UNITS (GELU, L2 1e-3, dropout 0.5) before it; "middle-means" reads only the means over
+    time of the MIDDLE_LAYERS (each of the `groups` parts being a layer's mean then its std), with L2
+    MIDDLE_L2 on the linear layer.
     """
+    inputs = keras.Input((train_features.shape[1],), name="features")
+    x = inputs
+    if head == "middle-means":
+        chosen = Columns(middle_mean_columns(train_features.shape[1], groups), name="middle_means")
+        x, train_features = chosen(x), np.asarray(chosen(train_features))
     standardise = layers.Normalization(name="standardise")
     standardise.adapt(train_features)
-    inputs = keras.Input((train_features.shape[1],), name="features")
-    x = standardise(inputs)
+    x = standardise(x)
     if head == "layer-weighted":
         x = LayerWeighting(name="layer_weights")(layers.Reshape((groups, -1))(x))
     x = layers.Dropout(0.5)(x)
     if head == "mlp":
         x = layers.Dense(MLP_UNITS, "gelu", kernel_regularizer=keras.regularizers.l2(1e-3), name="hidden")(x)
         x = layers.Dropout(0.5)(x)
-    logits = layers.Dense(num_classes, kernel_regularizer=keras.regularizers.l2(1e-3), name="logits")(x)
+    l2 = MIDDLE_L2 if head == "middle-means" else 1e-3
+    logits = layers.Dense(num_classes, kernel_regularizer=keras.regularizers.l2(l2), name="logits")(x)
     return keras.Model(inputs, logits, name="speech_head")
+
+
+def middle_mean_columns(width, groups):
+    """The columns of the MIDDLE_LAYERS' means in features of `groups` layers, each its mean then its std."""
+    part = width // groups
+    return [layer * part + column for layer in MIDDLE_LAYERS for column in range(part // 2)]
+
+
+@keras.saving.register_keras_serializable(package="emorec")
+class Columns(layers.Layer):
+    """[batch, d] -> [batch, len(columns)]: fixed columns of the features."""
+
+    def __init__(self, columns, **kwargs):
+        super().__init__(**kwargs)
+        self.columns = [int(column) for column in columns]
+
+    def call(self, inputs):
+        return ops.take(inputs, self.columns, axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "columns": self.columns}
 
 
 @keras.saving.register_keras_serializable(package="emorec")
@@ -381,12 +412,16 @@ def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learnin
     `extractor` is a front end (`emorec.speech_features`); `normalisation` standardises features
     per speaker or per corpus ("none" for a head that serves single clips); `variants` copies of each
     training clip are augmented by the `augment` recipe (speech_features.AUGMENTATIONS); `head` is one of
-    speech_features.HEADS ("layer-weighted" needs a front end of layers, Whisper's). The loss is masked to
-    the classes each clip's corpus has, and every (corpus, class) gets the same total weight.
+    speech_features.HEADS ("layer-weighted" and "middle-means" need Whisper's front end of layers). The
+    loss is masked to the classes each clip's corpus has, and every (corpus, class) gets the same total
+    weight.
     """
     groups = len(extractor.card.get("whisper_layers", ()))
-    if head == "layer-weighted" and not groups:
-        raise InputError(f"the layer-weighted head needs the Whisper front end, not {extractor.name}")
+    if head in ("layer-weighted", "middle-means") and not groups:
+        raise InputError(f"the {head} head needs the Whisper front end, not {extractor.name}")
+    if head == "middle-means" and extractor.card["whisper_layers"] != list(range(WHISPER_LAYERS)):
+        raise InputError(f"the middle-means head reads all {WHISPER_LAYERS} Whisper layers, not "
+                         f"{extractor.card['whisper_layers']}")
     keras.utils.set_random_seed(seed)
     names = label_sets.preset(label_preset)
     folders = [data] if isinstance(data, (str, os.PathLike)) else list(data)

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -365,6 +366,24 @@ def test_mlp_head_has_a_hidden_layer_and_exports(tmp_path):
     train.export(model, tmp_path, LABELS, front_end="whisper-base")
     served = Classifier(tmp_path)
     np.testing.assert_allclose(served(x[:3]), np.asarray(model(x[:3], training=False)), rtol=1e-4, atol=1e-5)
+
+
+def test_middle_means_head_reads_the_middle_layers_means_and_exports(tmp_path):
+    x = np.random.default_rng(0).normal(0, 1, (40, 8 * 4)).astype(np.float32)  # 8 layers: 2 means, 2 stds each
+    model = train.speech_head(7, x, "middle-means", groups=8)
+    columns = [4 * layer + column for layer in train.MIDDLE_LAYERS for column in (0, 1)]
+    np.testing.assert_array_equal(np.asarray(model.get_layer("middle_means")(x)), x[:, columns])
+    assert model.get_layer("logits").kernel_regularizer.l2 == pytest.approx(train.MIDDLE_L2)
+    assert model.count_params() == len(columns) * 7 + 7 + 2 * len(columns) + 1
+    x[:, [c for c in range(32) if c not in columns]] = 1e3  # the other columns do not count
+    np.testing.assert_allclose(np.asarray(model(x, training=False)),
+                               np.asarray(model(np.where(x == 1e3, 0, x), training=False)), rtol=1e-6)
+    train.export(model, tmp_path, LABELS, front_end="whisper-base")
+    np.testing.assert_allclose(Classifier(tmp_path)(x[:3]), np.asarray(model(x[:3], training=False)),
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(InputError, match="the middle-means head reads all 8 Whisper layers"):
+        front_end = SimpleNamespace(name="whisper-base", card={"whisper_layers": [3]})
+        train.train_speech(tmp_path, tmp_path / "run", front_end, tmp_path / "cache", head="middle-means")
 
 
 def test_layer_weighted_head_sums_layers_by_learned_weights_and_exports(tmp_path):
