@@ -1,11 +1,13 @@
 """Speaker cross-validation inside the training speakers: the speech head on Whisper features with three
 channel-augmented copies (the cache `emorec train speech --augment channel --variants 3` fills).
 
-    .venv/bin/python scripts/speech_head_cv.py linear|layer-weighted [FOLD ...]   # default: folds 0-3
+    .venv/bin/python scripts/speech_head_cv.py HEAD [speaker] [FOLD ...]   # HEAD: one of speech_features.HEADS; folds 0-3
 
 Fold k holds out RAVDESS actors 4k+1..4k+4 (of 1-16) and one of nEMO's training speakers (EB0, KS0,
 SM0, MK0); the head trains 150 epochs on the rest and its last epoch is scored on the held-out clean
 clips (nothing is chosen on them). Validation and test speakers are never used. One JSON line a fold.
+With "speaker", every speaker's features are standardised by their own clean clips first (the speaker
+head's `--normalise speaker`; a held-out speaker's statistics come from its own clips, labels unused).
 """
 import json
 import sys
@@ -14,14 +16,15 @@ import keras
 import numpy as np
 
 from emorec import datasets, labels as label_sets, train as T
-from emorec.speech_features import WhisperFeatures, decoded, speech_features
+from emorec.speech_features import WhisperFeatures, decoded, normalise, speech_features
 
 names = label_sets.preset("seven")
 clips = [c for f in ("../shared/data/ravdess_speech_16k", "../shared/data/nemo_pl") for c in datasets.speech_clips(f, names)]
 train = datasets.speaker_split(clips, "train")
 train, variants = decoded(train, speech_features([c.path for c in train], WhisperFeatures(), ".cache/embeddings", 3, 0, progress=False, augment="channel"))
-head = sys.argv[1]
-folds = [int(k) for k in sys.argv[2:]] or [0, 1, 2, 3]
+head, normalisation = sys.argv[1], "speaker" if "speaker" in sys.argv[2:] else "none"
+variants = normalise(variants, train, normalisation)
+folds = [int(k) for k in sys.argv[2:] if k != "speaker"] or [0, 1, 2, 3]
 nemo_out = ["EB0", "KS0", "SM0", "MK0"]
 for k in folds:
     out = np.array([(c.corpus == "ravdess" and 4 * k < int(c.speaker) <= 4 * k + 4) or (c.corpus == "nemo" and c.speaker == nemo_out[k]) for c in train])
@@ -33,7 +36,7 @@ for k in folds:
     T.fit_last_epoch(model, x, y, 150, 64, 1e-3, sample_weight=w)
     held = [c for c, o in zip(train, out) if o]
     pred = np.asarray(model.predict(variants[0][out], verbose=0)).argmax(1)
-    r = {"fold": k, "head": head}
+    r = {"fold": k, "head": head, "normalisation": normalisation}
     for corpus in ("ravdess", "nemo"):
         m = np.array([c.corpus == corpus for c in held]); r[corpus] = round(float((pred[m] == np.array([c.label for c in held])[m]).mean()), 4)
     print(json.dumps(r), flush=True)
