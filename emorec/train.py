@@ -308,7 +308,8 @@ def speech_head(num_classes, train_features, head="linear", groups=1):
 
 
 def middle_mean_columns(width, groups):
-    """The columns of the MIDDLE_LAYERS' means in features of `groups` layers, each its mean then its std."""
+    """The columns of the MIDDLE_LAYERS' means in features of `groups` layers, each its mean then its std
+    (`speech_encoder.pool`'s layout)."""
     part = width // groups
     return [layer * part + column for layer in MIDDLE_LAYERS for column in range(part // 2)]
 
