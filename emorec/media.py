@@ -74,29 +74,34 @@ def check_duration(seconds, max_seconds, name, kind="audio"):
 
 
 def audio_chunks(source, name, max_seconds, probe=None):
-    """Yield (float32 [samples, channels], sample rate) blocks of a file's first audio stream.
+    """container_audio_chunks of a file (path or bytes), opened for them alone; `probe` as for open_media."""
+    with open_media(source, name, probe=probe) as container:
+        yield from container_audio_chunks(container, name, max_seconds)
+
+
+def container_audio_chunks(container, name, max_seconds):
+    """Yield (float32 [samples, channels], sample rate) blocks of an opened container's first audio stream,
+    from where the container stands.
 
     The header's duration is checked against `max_seconds` before anything is decoded (mono_blocks
-    enforces the cap again while decoding). A file without audio raises NoAudioTrack. `probe` as for
-    open_media.
+    enforces the cap again while decoding). A container without audio raises NoAudioTrack.
     """
-    with open_media(source, name, probe=probe) as container:
-        if not container.streams.audio:
-            raise NoAudioTrack(f"{name}: no audio track")
-        stream = container.streams.audio[0]
-        check_duration(header_seconds(container, stream), max_seconds, name)
-        pending, count, rate = [], 0, None
-        for frame in decoded_frames(container, stream, name):
-            if rate not in (None, frame.sample_rate):
-                raise InputError(f"{name}: the audio's sample rate changes mid-stream")
-            rate, samples = frame.sample_rate, float_samples(frame)
-            if pending and (count >= BLOCK_SAMPLES or samples.shape[1] != pending[-1].shape[1]):
-                yield np.concatenate(pending), rate
-                pending, count = [], 0
-            pending.append(samples)
-            count += len(samples)
-        if pending:
+    if not container.streams.audio:
+        raise NoAudioTrack(f"{name}: no audio track")
+    stream = container.streams.audio[0]
+    check_duration(header_seconds(container, stream), max_seconds, name)
+    pending, count, rate = [], 0, None
+    for frame in decoded_frames(container, stream, name):
+        if rate not in (None, frame.sample_rate):
+            raise InputError(f"{name}: the audio's sample rate changes mid-stream")
+        rate, samples = frame.sample_rate, float_samples(frame)
+        if pending and (count >= BLOCK_SAMPLES or samples.shape[1] != pending[-1].shape[1]):
             yield np.concatenate(pending), rate
+            pending, count = [], 0
+        pending.append(samples)
+        count += len(samples)
+    if pending:
+        yield np.concatenate(pending), rate
 
 
 def decoded_frames(container, stream, name, kind="audio", before_decoding=None):

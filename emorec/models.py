@@ -95,8 +95,8 @@ class ONNXModel:
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        # the extended optimisations' channel-blocked layouts made the face model ~15 % slower here
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        # all of them: 0.92x the basic ones' time on the face model, the same logits (benchmarks/onnx_runtimes.py)
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 

@@ -197,10 +197,10 @@ def analyse(predictor, source, fps=video.DEFAULT_FPS, weights=None, threads=0):
             searched = add_faces(predictor, tracker, time, frame, scale, times[-1] if times else None, searched,
                                  0.5 / fps)
             times.append(time)
-    if not times:
-        raise InputError(f"{video._describe(source)}: the video holds no frames")
-    soundtrack = video.soundtrack(source)  # streamed: memory does not grow with the video's length
-    speech = predictor.predict_speech(soundtrack) if soundtrack is not None else dict(NO_AUDIO_TRACK)
+        if not times:
+            raise InputError(f"{opened.name}: the video holds no frames")
+        soundtrack = video.soundtrack(opened)  # streamed: memory does not grow with the video's length
+        speech = predictor.predict_speech(soundtrack) if soundtrack is not None else dict(NO_AUDIO_TRACK)
     main = tracker.main_track()
     steps = []
     for time in times:

@@ -6,11 +6,11 @@ decoded, and again while decoding (a header may lie). One decoded frame is held 
 """
 
 import contextlib
-import itertools
 import math
 import os
 from typing import NamedTuple
 
+import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
@@ -39,11 +39,13 @@ class VideoInfo(NamedTuple):
 
 
 class OpenVideo(NamedTuple):
-    """An opened video: its PyAV container, video stream, checked VideoInfo and the name errors give it."""
+    """An opened video: its PyAV container, video stream, checked VideoInfo, the name errors give it and the
+    path or bytes it was opened from."""
     container: object
     stream: object
     info: VideoInfo
     name: str
+    source: object
 
 
 def _describe(source):
@@ -89,7 +91,7 @@ def open_video(source, max_seconds=MAX_SECONDS):
     for probe in (media.QUICK_PROBE, None):
         with media.open_media(source, name, "video", probe) as container:
             if probe is None or container.format.name in HEADER_COMPLETE:
-                yield OpenVideo(container, *_header(container, name, max_seconds), name)
+                yield OpenVideo(container, *_header(container, name, max_seconds), name, source)
                 return
 
 
@@ -117,7 +119,7 @@ def sampled_frames(opened, fps=DEFAULT_FPS, max_seconds=MAX_SECONDS, max_side=No
     not decoded at all: it could never be taken, so the frames and timestamps are those that decoding
     every picture gives.
     """
-    container, stream, _, name = opened
+    container, stream, _, name, _ = opened
     stream.codec_context.thread_count = threads
     start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
     due, decoded, reformatter = 0.0, 0, VideoReformatter()
@@ -162,15 +164,22 @@ def upright(image, rotation):
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
-def soundtrack(source, max_seconds=MAX_SECONDS):
-    """The video's sound as 16 kHz mono blocks, decoded as they are read (media.mono_blocks), or None when it
-    has no audio track (the caller's `no_speech`). The container is opened with media.QUICK_PROBE: the
-    sound is decoded at the rate and channels its frames state, so a full probe would add nothing."""
-    name = _describe(source)
-    blocks = media.mono_blocks(media.audio_chunks(source, name, max_seconds, media.QUICK_PROBE), SAMPLE_RATE,
-                               name, max_seconds)
-    try:
-        first = next(blocks)
-    except media.NoAudioTrack:
+def soundtrack(opened, max_seconds=MAX_SECONDS):
+    """An OpenVideo's sound as 16 kHz mono blocks, decoded as they are read (media.mono_blocks), or None when
+    it has no audio track (the caller's `no_speech`); read after its frames, while the video is open.
+
+    An MP4 or MOV (HEADER_COMPLETE) is read again from its start in the same container: seeking back there
+    gives the samples a fresh open gives (in a WebM it loses the first Opus packet). Other formats, and a
+    container that cannot seek back, are opened again with media.QUICK_PROBE: the sound is decoded at the
+    rate and channels its frames state, so a full probe would add nothing.
+    """
+    if not opened.info.has_audio:
         return None
-    return itertools.chain([first], blocks)
+    chunks = None
+    if opened.container.format.name in HEADER_COMPLETE:
+        with contextlib.suppress(av.FFmpegError):
+            opened.container.seek(0)
+            chunks = media.container_audio_chunks(opened.container, opened.name, max_seconds)
+    if chunks is None:
+        chunks = media.audio_chunks(opened.source, opened.name, max_seconds, media.QUICK_PROBE)
+    return media.mono_blocks(chunks, SAMPLE_RATE, opened.name, max_seconds)

@@ -115,6 +115,18 @@ def mp4_claiming(data, seconds):
     return bytes(data)
 
 
+def soundtrack_of(source):
+    """A video's 16 kHz sound as timeline.analyse reads it (after the frames, from the same open), or None
+    when it has no audio track."""
+    from emorec import video
+
+    with video.open_video(source) as opened:
+        for _ in video.sampled_frames(opened):
+            pass
+        sound = video.soundtrack(opened)
+        return None if sound is None else np.concatenate(list(sound))
+
+
 def media_opens(monkeypatch):
     """The (kind, probe) of each media.open_media call from now on (the calls still go through)."""
     from emorec import media

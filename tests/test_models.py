@@ -4,11 +4,20 @@ import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 from emorec.audio import load_audio, speech_frames
-from emorec.models import MODELS_DIR, YAMNet, clip_features, runtime_notes_held_back
+from emorec.image import FaceDetector, aligned_face_input
+from emorec.models import MODELS_DIR, ONNXModel, YAMNet, clip_features, runtime_notes_held_back
+
+from conftest import ROOT, SAMPLES, SHARED, shared
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from face_expression_export import max_form  # noqa: E402
 
 TFLITE = MODELS_DIR / "yamnet" / "yamnet.tflite"
 # Channels of each MobileNet layer's pointwise convolution; 15 is the 1024-d embedding.
@@ -70,3 +79,29 @@ def test_loading_a_model_prints_nothing():
     done = subprocess.run([sys.executable, "-c", f"from emorec.models import YAMNet; YAMNet({str(TFLITE)!r})"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+
+
+def test_served_face_expression_model_is_the_original_with_prelu_as_max():
+    """scripts/face_expression_export.py's rewrite: no PRelu left, the original's logits on real aligned faces."""
+    original = shared(SHARED / "models" / "face_expression_mobilefacenet"
+                      / "facial_expression_recognition_mobilefacenet_2022july_int8.onnx")
+    served = MODELS_DIR / "face_expression" / "mobilefacenet_int8.onnx"
+    rewritten = max_form(onnx.load(original))
+    assert {node.op_type for node in onnx.load(served).graph.node} == {node.op_type for node in rewritten.graph.node}
+    assert "PRelu" not in {node.op_type for node in rewritten.graph.node}
+    photo = cv2.imread(str(shared(SAMPLES / "astronaut.png")))
+    faces = np.stack([aligned_face_input(photo, row)
+                      for row in FaceDetector(MODELS_DIR / "face_detection" / "yunet.onnx").detect(photo)])
+    noise = np.random.default_rng(0).uniform(-1, 1, (3, *faces.shape[1:])).astype(np.float32)
+    inputs = np.concatenate([faces, noise])
+    np.testing.assert_array_equal(ONNXModel(served)(inputs), ONNXModel(original)(inputs))
+
+
+def test_prelu_with_a_slope_over_one_is_refused():
+    graph = helper.make_graph(
+        [helper.make_node("PRelu", ["x", "slope"], ["y"], name="prelu")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(np.array([0.5, 1.5], np.float32), "slope")])
+    with pytest.raises(SystemExit, match="slope over 1"):
+        max_form(helper.make_model(graph))

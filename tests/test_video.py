@@ -17,7 +17,8 @@ from av.video.frame import PictureType
 from emorec import media, video
 from emorec.errors import InputError
 
-from conftest import SAMPLES, chirp, gradient, media_bytes, media_opens, mp4_claiming, mp4_refilled, shared, write
+from conftest import (SAMPLES, chirp, gradient, media_bytes, media_opens, mp4_claiming, mp4_refilled, shared,
+                      soundtrack_of, write)
 
 VIDEOS = SAMPLES / "video"
 TAKE = VIDEOS / "01-01-03-01-01-02-05.mp4"  # happy, face and voice
@@ -56,7 +57,7 @@ def test_real_take_at_5_fps():
     assert all(0 <= seconds - index / 5 < 1 / 29.97 for index, seconds in enumerate(times))
     for _, frame in sampled:
         assert frame.shape == (720, 1280, 3) and frame.dtype == np.uint8 and frame.std() > 10
-    assert len(np.concatenate(list(video.soundtrack(path)))) == pytest.approx(3.24 * 16000, abs=200)
+    assert len(soundtrack_of(path)) == pytest.approx(3.24 * 16000, abs=200)
 
 
 def test_large_frames_scaled_down_while_converted():
@@ -91,7 +92,7 @@ def test_every_frame_when_fps_is_none():
 
 
 def test_silent_take_has_a_silent_track():
-    soundtrack = np.concatenate(list(video.soundtrack(shared(SILENT_TAKE))))
+    soundtrack = soundtrack_of(shared(SILENT_TAKE))
     assert len(soundtrack) > 3 * 16000 and not soundtrack.any()
 
 
@@ -161,13 +162,29 @@ def test_pictures_never_taken_are_not_decoded_and_the_taken_ones_are_unchanged(m
     assert len(kinds) < 25  # of 30 (every picture decoded without the skipping)
 
 
-@pytest.mark.parametrize("format, video_codec, audio_codec", [
-    ("mp4", "libx264", "aac"), ("mov", "mpeg4", "pcm_s16le"), ("matroska", "libx264", "libopus"),
-    ("avi", "mpeg4", "libmp3lame")])
-def test_quickly_probed_soundtrack_is_the_fully_probed_sound(format, video_codec, audio_codec):
+@pytest.mark.parametrize("format, video_codec, audio_codec, opens", [
+    ("mp4", "libx264", "aac", 1), ("mov", "mpeg4", "pcm_s16le", 1), ("matroska", "libx264", "libopus", 3),
+    ("webm", "libvpx", "libopus", 3), ("avi", "mpeg4", "libmp3lame", 3)])
+def test_the_soundtrack_read_after_the_frames_is_the_files_sound(format, video_codec, audio_codec, opens,
+                                                                  monkeypatch):
+    """Read back in the same container (MP4, MOV: one open in all) or opened again with the quick probe (the
+    others, after a quick and a full open for the header): the samples a fresh, fully probed decoding gives."""
     clip = media_bytes(format, chirp(1.0), frames=numbered(5), fps=5, video_codec=video_codec,
                        audio_codec=audio_codec)
-    np.testing.assert_array_equal(np.concatenate(list(video.soundtrack(clip))), media.decode_audio(clip, 16000))
+    expected = media.decode_audio(clip, 16000)
+    opened = media_opens(monkeypatch)
+    np.testing.assert_array_equal(soundtrack_of(clip), expected)
+    assert len(opened) == opens
+
+
+def test_a_soundtrack_that_cannot_seek_back_is_opened_again(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise av.FFmpegError(22, "seek refused")
+    monkeypatch.setattr(av.container.InputContainer, "seek", refuse)
+    expected = media.decode_audio(CLIP, 16000)
+    opened = media_opens(monkeypatch)
+    np.testing.assert_array_equal(soundtrack_of(CLIP), expected)
+    assert opened == [("video", media.QUICK_PROBE), ("audio", media.QUICK_PROBE)]
 
 
 @pytest.mark.parametrize("clip", [
@@ -200,7 +217,7 @@ def test_only_formats_with_complete_headers_keep_the_quick_probe(format, probes,
 def test_no_audio_track_is_none_not_an_error():
     clip = media_bytes("mp4", frames=numbered(3))
     assert video.video_info(clip).has_audio is False
-    assert video.soundtrack(clip) is None
+    assert soundtrack_of(clip) is None
     assert [seconds for seconds, _ in video.read_frames(clip)] == pytest.approx([0, 0.2])  # of 0, 0.1, 0.2 s
 
 
