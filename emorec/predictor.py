@@ -24,7 +24,7 @@ class Predictor:
 
     def __init__(self, models_dir=MODELS_DIR, threads=1):
         self.models_dir = models_dir = Path(models_dir)
-        self.detector = FaceDetector(models_dir / "face_detection" / "yunet.onnx")
+        self.detector = FaceDetector(models_dir / "face_detection" / "yunet.onnx", threads=threads)
         self.face_model = Classifier(models_dir / "face", threads)
         self.speech_model = Classifier(models_dir / "speech", threads)
         card = self.speech_model.card
