@@ -178,7 +178,8 @@ class FaceDetector:
         outputs = dict(zip(self._outputs, self._session.run(self._outputs, {"input": blob})))
         faces = []
         for stride in self.STRIDES:
-            score = np.sqrt(np.clip(outputs[f"cls_{stride}"][0, :, 0], 0, 1) * np.clip(outputs[f"obj_{stride}"][0, :, 0], 0, 1))
+            classes, objects = (np.clip(outputs[f"{kind}_{stride}"][0, :, 0], 0, 1) for kind in ("cls", "obj"))
+            score = np.sqrt(classes * objects)
             cells = np.flatnonzero(score >= self.score_threshold)
             corner = np.column_stack([cells % (blob.shape[3] // stride), cells // (blob.shape[3] // stride)])
             box, points = outputs[f"bbox_{stride}"][0, cells], outputs[f"kps_{stride}"][0, cells].reshape(-1, 5, 2)

@@ -2,6 +2,7 @@
 
 import io
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -9,10 +10,11 @@ from PIL import Image, ImageOps
 
 from emorec import image as image_module
 from emorec.errors import InputError
-from emorec.image import FACE_SIZE, align_crop, face_input, load_image
+from emorec.image import FACE_SIZE, FaceDetector, align_crop, face_input, load_image, shrink
 from emorec.labels import LABELS
+from emorec.models import MODELS_DIR
 
-from conftest import assert_valid_result, gradient, image_bytes, png_with_header, write
+from conftest import SAMPLES, assert_valid_result, gradient, image_bytes, png_with_header, shared, write
 
 
 def pil_bgr(data):
@@ -265,3 +267,35 @@ def test_align_crop_undoes_head_tilt(astronaut, predictor):
     realigned = align_crop(tilted, moved)
     assert np.abs(realigned.astype(int) - upright).mean() < 4
     assert np.abs(align_crop(tilted, found).astype(int) - upright).mean() > 30  # without alignment
+
+
+@pytest.mark.parametrize("sample", ["astronaut.png", "camera.png", "chelsea.png", "video frame", "group"])
+def test_yunet_rows_are_cv2_face_detector_yn_rows(sample):
+    """FaceDetector runs YuNet with ONNX Runtime and decodes it itself: the rows OpenCV's own detector gives."""
+    if sample == "video frame":
+        with av.open(str(shared(SAMPLES / "video" / "01-01-03-01-01-02-05.mp4"))) as container:
+            picture = next(container.decode(video=0)).to_ndarray(format="bgr24")
+    elif sample == "group":  # several faces, some overlapping boxes for the suppression
+        face = cv2.imread(str(shared(SAMPLES / "astronaut.png")))[:260, 120:340]
+        picture = np.hstack([face, face[:, ::-1], cv2.resize(face, None, fx=0.5, fy=0.5).repeat(2, axis=0)])
+    else:
+        picture = cv2.imread(str(shared(SAMPLES / sample)))
+    model = MODELS_DIR / "face_detection" / "yunet.onnx"
+    rows = FaceDetector(model).detect(picture, max_side=640)
+    scale = min(1.0, 640 / max(picture.shape[:2]))
+    searched = picture if scale == 1 else shrink(picture, (round(picture.shape[1] * scale),
+                                                           round(picture.shape[0] * scale)))
+    reference = cv2.FaceDetectorYN.create(str(model), "", searched.shape[1::-1], 0.7, 0.3, 5000)
+    expected = reference.detect(searched)[1]
+    expected = np.zeros((0, 15), np.float32) if expected is None else expected
+    expected[:, :14] /= scale
+    assert rows.shape == expected.shape and len(rows) == {"chelsea.png": 0, "group": 3}.get(sample, 1)  # a cat
+    np.testing.assert_allclose(rows, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape, size", [((360, 475), (160, 121)), ((720, 1280), (640, 360)), ((90, 120), (80, 60))])
+def test_shrink_is_close_to_area_averaging(shape, size):
+    picture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (*shape, 3), np.uint8), (0, 0), 2)
+    small = shrink(picture, size)
+    assert small.shape == (size[1], size[0], 3)
+    assert np.abs(small.astype(int) - cv2.resize(picture, size, interpolation=cv2.INTER_AREA)).mean() < 1.0
