@@ -130,7 +130,7 @@ def shrink(image, size):
     """An image scaled down to size (width, height): averaged over whole blocks of pixels by the largest
     integer factor that stays above it (OpenCV's fast INTER_AREA path; the last rows and columns that
     do not fill a block, under `factor` pixels, are left out), then bilinear for the rest, a factor under 2.
-    About six times as fast as INTER_AREA on a non-integer ratio, within half a grey level."""
+    About six times as fast as INTER_AREA on a non-integer ratio, within a grey level of it on average."""
     height, width = image.shape[:2]
     factor = min(width // size[0], height // size[1])
     if factor > 1:

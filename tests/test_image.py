@@ -295,7 +295,7 @@ def test_yunet_rows_are_cv2_face_detector_yn_rows(sample):
 
 @pytest.mark.parametrize("shape, size", [((360, 475), (160, 121)), ((720, 1280), (640, 360)), ((90, 120), (80, 60))])
 def test_shrink_is_close_to_area_averaging(shape, size):
-    picture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (*shape, 3), np.uint8), (0, 0), 2)
+    picture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (*shape, 3), np.uint8), (0, 0), 4)
     small = shrink(picture, size)
     assert small.shape == (size[1], size[0], 3)
     assert np.abs(small.astype(int) - cv2.resize(picture, size, interpolation=cv2.INTER_AREA)).mean() < 1.0
