@@ -181,7 +181,8 @@ class FaceDetector:
             classes, objects = (np.clip(outputs[f"{kind}_{stride}"][0, :, 0], 0, 1) for kind in ("cls", "obj"))
             score = np.sqrt(classes * objects)
             cells = np.flatnonzero(score >= self.score_threshold)
-            corner = np.column_stack([cells % (blob.shape[3] // stride), cells // (blob.shape[3] // stride)])
+            columns = blob.shape[3] // stride
+            corner = np.column_stack([cells % columns, cells // columns]).astype(np.float32)  # float32 as OpenCV
             box, points = outputs[f"bbox_{stride}"][0, cells], outputs[f"kps_{stride}"][0, cells].reshape(-1, 5, 2)
             size = np.exp(box[:, 2:]) * stride
             faces.append(np.column_stack([(corner + box[:, :2]) * stride - size / 2, size,
