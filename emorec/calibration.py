@@ -5,7 +5,7 @@ import numpy as np
 from .fusion import RULES, fuse
 from .models import softmax
 
-ADAPTIVE = 0.5  # certainty weighting of the fused modalities (see fusion.fuse)
+ADAPTIVE = 0.0  # certainty weighting of the fused modalities (see fusion.fuse): off, chosen on validation (fusion card)
 WEIGHT_GRID = np.linspace(0, 1, 21)
 
 
