@@ -146,7 +146,8 @@ def face_boxes(detections):
 
 class FaceDetector:
     """YuNet run by ONNX Runtime and decoded as cv2.FaceDetectorYN decodes it (the same rows within 0.001 px on
-    photos_wild's photos, in 0.4x its time on one thread: benchmarks/video.py); safe to share between threads."""
+    photos_wild's photos, in 0.4x its time on one thread: benchmarks/video.py); safe to share between threads,
+    which take turns: each run at once would hold its own buffers for the frame (about 20 MB at 640x480)."""
 
     STRIDES = (8, 16, 32)  # the model's three output scales, in input pixels per grid cell
 
@@ -156,6 +157,7 @@ class FaceDetector:
         self._session = onnx_session(model_path, threads)
         self._outputs = [f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in self.STRIDES]
         self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
+        self._lock = threading.Lock()
 
     def detect(self, image, max_side=DETECT_MAX_SIDE):
         """YuNet rows (see align_crop) for every face in a BGR image, in its coordinates, best first; the image is
@@ -175,7 +177,8 @@ class FaceDetector:
         height, width = image.shape[:2]
         blob = np.zeros((1, 3, -(-height // 32) * 32, -(-width // 32) * 32), np.float32)
         blob[0, :, :height, :width] = image.transpose(2, 0, 1)
-        outputs = dict(zip(self._outputs, self._session.run(self._outputs, {"input": blob})))
+        with self._lock:
+            outputs = dict(zip(self._outputs, self._session.run(self._outputs, {"input": blob})))
         faces = []
         for stride in self.STRIDES:
             classes, objects = (np.clip(outputs[f"{kind}_{stride}"][0, :, 0], 0, 1) for kind in ("cls", "obj"))
