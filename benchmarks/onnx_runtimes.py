@@ -79,10 +79,10 @@ def main():
                                check=True)
         results[name] = json.loads(child.stdout.splitlines()[-1])
         print(name, results[name])
-    served = results[next(iter(RUNS))]["latency_ms"]["p50"]
-    for name in list(RUNS)[1:]:
-        print(f"{name} p50 / {next(iter(RUNS))} p50 = "
-              f"{results[name]['latency_ms']['p50'] / served:.2f}")
+    served, *others = RUNS
+    for name in others:
+        print(f"{name} p50 / {served} p50 = "
+              f"{results[name]['latency_ms']['p50'] / results[served]['latency_ms']['p50']:.2f}")
     print(f"load average {os.getloadavg()[0]:.2f}")
     Path(args.out).write_text(json.dumps({"reps": args.reps, "runs": results,
                                           "load_average_at_end": os.getloadavg()}, indent=1) + "\n")

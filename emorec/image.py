@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
+from .models import onnx_session
 
 FACE_SIZE = 48
 MAX_PIXELS = int(os.environ.get("EMOREC_MAX_IMAGE_PIXELS", 40_000_000))
@@ -145,15 +146,13 @@ def face_boxes(detections):
 
 
 class FaceDetector:
-    """YuNet run by ONNX Runtime and decoded as cv2.FaceDetectorYN decodes it (the same rows within 0.001 px on
-    photos_wild's photos, in 0.4x its time on one thread: benchmarks/video.py); safe to share between threads,
+    """YuNet run by ONNX Runtime and decoded as cv2.FaceDetectorYN decodes it (the same rows, in less than half
+    its time on one thread: benchmarks/detector.py); safe to share between threads,
     which take turns: each run at once would hold its own buffers for the frame (about 20 MB at 640x480)."""
 
     STRIDES = (8, 16, 32)  # the model's three output scales, in input pixels per grid cell
 
     def __init__(self, model_path, score_threshold=0.7, nms_threshold=0.3, threads=1):
-        from .models import onnx_session
-
         self._session = onnx_session(model_path, threads)
         self._outputs = [f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in self.STRIDES]
         self.score_threshold, self.nms_threshold = score_threshold, nms_threshold

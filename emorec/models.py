@@ -89,7 +89,7 @@ class TFLiteModel:
 
 def onnx_session(path, threads=1):
     """An ONNX Runtime session of a .onnx file on the CPU, `threads` threads, all graph optimisations (on the
-    face model 0.92x the basic ones' time with the same logits: benchmarks/onnx_runtimes.py)."""
+    face model 0.91x the basic ones' time with the same logits: benchmarks/onnx_runtimes.py)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
