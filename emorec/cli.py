@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import fusion, scoring, speaker_groups
 from .errors import InputError
-from .speech_features import CHANNELS, FRONT_ENDS, HEADS, NORMALISATIONS
+from .speech_features import CHANNELS, FRONT_ENDS, HEADS, MISSING_CLASSES, NORMALISATIONS
 
 FEATURE_CACHE = ".cache/embeddings"  # speech features per clip and front end (train, evaluate, calibrate)
 
@@ -145,7 +145,8 @@ def train(args):
                      else speech_features.front_end(args.front_end, args.models or speech_features.MODELS_DIR))
         training.train_speech(args.data, args.out, extractor, args.cache, args.epochs or 150,
                               args.batch_size or 64, args.learning_rate or 1e-3, args.variants, args.labels,
-                              args.seed, args.resume, args.normalise, args.augment or "signal", args.head)
+                              args.seed, args.resume, args.normalise, args.augment or "signal", args.head,
+                              args.missing_classes)
     print(f"model written to {args.out}")
 
 
@@ -357,6 +358,9 @@ def parser():
     command.add_argument("--normalise", default="none", choices=NORMALISATIONS,
                          help="speech: standardise features per speaker or per corpus (a head for batches of "
                          "clips, not for single clips)")
+    command.add_argument("--missing-classes", default="masked", choices=MISSING_CLASSES,
+                         help="speech: the classes a corpus lacks (nEMO: disgust) left out of its clips' loss "
+                         "(masked) or taught as wrong answers for them (negative)")
     command.set_defaults(run=train)
 
     command = commands.add_parser("evaluate", help="metrics JSON and confusion matrix of a model")

@@ -249,6 +249,7 @@ def decoded(clips, variants):
 
 NORMALISATIONS = ("none", "speaker", "corpus")
 HEADS = ("linear", "layer-weighted", "mlp", "middle-means")  # the speech heads `emorec.train.speech_head` builds
+MISSING_CLASSES = ("masked", "negative")  # a corpus's missing classes in the loss: `emorec.train.masked_targets`
 
 
 def normalise(variants, clips, normalisation):

@@ -21,8 +21,8 @@ from keras import layers, ops  # noqa: E402
 from . import datasets, labels as label_sets  # noqa: E402
 from .errors import InputError  # noqa: E402
 from .image import face_input  # noqa: E402
-from .speech_features import (SPEECH_LAYERS, WHISPER_LAYERS, YAMNetFeatures, decoded, normalise,  # noqa: E402
-                              speech_features)
+from .speech_features import (MISSING_CLASSES, SPEECH_LAYERS, WHISPER_LAYERS, YAMNetFeatures,  # noqa: E402
+                              decoded, normalise, speech_features)
 
 
 def face_network(num_classes, width=32):
@@ -367,12 +367,17 @@ class MaskedCrossEntropy(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
-def masked_targets(clips, names):
-    """One-hot targets with -1 at the classes a clip's corpus lacks (the input of MaskedCrossEntropy)."""
+def masked_targets(clips, names, missing_classes="masked"):
+    """One-hot targets (the input of MaskedCrossEntropy). With "masked", -1 at the classes a clip's
+    corpus lacks, which leaves them out of its loss; with "negative" they stay 0, wrong answers like
+    any other class (nEMO's angry clip is then also taught as not disgust)."""
+    if missing_classes not in MISSING_CLASSES:
+        raise ValueError(f"unknown missing_classes {missing_classes!r}; choose from {', '.join(MISSING_CLASSES)}")
     targets = np.zeros((len(clips), len(names)), np.float32)
     for row, clip in zip(targets, clips):
         present = label_sets.corpus_labels(clip.corpus, names)
-        row[[index for index, name in enumerate(names) if name not in present]] = -1
+        if missing_classes == "masked":
+            row[[index for index, name in enumerate(names) if name not in present]] = -1
         row[clip.label] = 1
     return targets
 
@@ -405,7 +410,7 @@ class CorpusValidation(keras.callbacks.Callback):
 
 def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learning_rate=1e-3, variants=4,
                  label_preset="seven", seed=0, resume=False, normalisation="none", augment="signal",
-                 head="linear"):
+                 head="linear", missing_classes="masked"):
     """Train the speech head on the training speakers of one or more corpora (`data`: a folder or
     a list; RAVDESS actors 1-16, nEMO's train speakers), choosing the epoch on the mean accuracy
     over the corpora's validation speakers; export the best epoch.
@@ -414,8 +419,9 @@ def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learnin
     per speaker or per corpus ("none" for a head that serves single clips); `variants` copies of each
     training clip are augmented by the `augment` recipe (speech_features.AUGMENTATIONS); `head` is one of
     speech_features.HEADS ("layer-weighted" and "middle-means" need Whisper's front end of layers). The
-    loss is masked to the classes each clip's corpus has, and every (corpus, class) gets the same total
-    weight.
+    loss is masked to the classes each clip's corpus has (`missing_classes` "masked"; "negative" counts
+    the classes a corpus lacks as wrong answers for its clips), and every (corpus, class) gets the same
+    total weight.
     """
     groups = len(extractor.card.get("whisper_layers", ()))
     if head in ("layer-weighted", "middle-means") and not groups:
@@ -441,7 +447,7 @@ def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learnin
     by_corpus = {corpus: (x_val[val_corpora == corpus], val_targets[val_corpora == corpus])
                  for corpus in sorted(set(val_corpora))}
     network = _fit(lambda: speech_head(len(names), x_train, head, groups),
-                   (x_train, np.tile(masked_targets(train, names), (variants + 1, 1)),
+                   (x_train, np.tile(masked_targets(train, names, missing_classes), (variants + 1, 1)),
                     np.tile(corpus_class_weights(train), variants + 1)),
                    (x_val, masked_targets(val, names)), out, epochs, learning_rate, resume, batch_size,
                    loss=MaskedCrossEntropy(label_smoothing=0.1), callbacks=[CorpusValidation(by_corpus)],
@@ -450,7 +456,8 @@ def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learnin
     trained = [name for name in names if any(name in label_sets.corpus_labels(c, names) for c in corpora)]
     export(network, out, names, **extractor.card, corpora=corpora, trained_labels=trained,
            feature_normalisation=normalisation, variants=variants,
-           augmentation=augment if variants else None, head=head, **_layer_weights(network), parameters=int(network.count_params()))
+           augmentation=augment if variants else None, head=head, missing_classes=missing_classes,
+           **_layer_weights(network), parameters=int(network.count_params()))
     return network
 
 

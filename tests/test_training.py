@@ -415,7 +415,7 @@ def test_train_speech_on_a_tiny_corpus(speech_run):
                     "input": "mean and std over frames of YAMNet layer features",
                     "yamnet_layers": list(train.SPEECH_LAYERS), "corpora": ["ravdess"],
                     "trained_labels": list(LABELS), "feature_normalisation": "none", "variants": 1,
-                    "augmentation": "signal", "head": "linear",
+                    "augmentation": "signal", "head": "linear", "missing_classes": "masked",
                     "parameters": SPEECH_WIDTH * 7 + 7 + 2 * SPEECH_WIDTH + 1}
     history = json.loads((folder / "run" / "checkpoints" / "state.json").read_text())["history"]
     assert history[0]["val_mean_accuracy"] == history[0]["val_ravdess_accuracy"]  # one corpus: its accuracy
@@ -584,6 +584,10 @@ def test_masked_targets_and_corpus_class_weights():
     targets = train.masked_targets(clips, LABELS)
     np.testing.assert_array_equal(targets[0], np.eye(7)[0])
     np.testing.assert_array_equal(targets[2], np.where(NEMO_PRESENT, np.eye(7)[0], -1))
+    negative = train.masked_targets(clips, LABELS, "negative")  # nEMO's missing disgust: a wrong answer
+    np.testing.assert_array_equal(negative, np.eye(7)[[0, 1, 0, 0, 5]])
+    with pytest.raises(ValueError, match="missing_classes"):
+        train.masked_targets(clips, LABELS, "dropped")
     weights = train.corpus_class_weights(clips)
     assert weights.mean() == pytest.approx(1)
     # each (corpus, class) cell weighs the same in total: nEMO's two angry clips share one cell's weight
@@ -605,10 +609,10 @@ def test_train_speech_on_two_corpora_per_speaker(tmp_path):
     """RAVDESS and nEMO tones: validation accuracy per corpus and their mean, the corpora on the card."""
     ravdess, nemo = tone_corpus(tmp_path / "ravdess", (1, 17)), nemo_tones(tmp_path / "nemo")
     train.train_speech([ravdess, nemo], tmp_path / "run", YAMNetFeatures(YAMNET, (15,)), tmp_path / "cache",
-                       epochs=1, batch_size=4, variants=0, normalisation="speaker")
+                       epochs=1, batch_size=4, variants=0, normalisation="speaker", missing_classes="negative")
     card = json.loads((tmp_path / "run" / "model.json").read_text())
     assert card["corpora"] == ["nemo", "ravdess"] and card["trained_labels"] == list(LABELS)
-    assert card["feature_normalisation"] == "speaker"
+    assert card["feature_normalisation"] == "speaker" and card["missing_classes"] == "negative"
     logs = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())["history"][0]
     both = (logs["val_nemo_accuracy"], logs["val_ravdess_accuracy"])
     assert logs["val_mean_accuracy"] == pytest.approx(np.mean(both))
