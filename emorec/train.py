@@ -375,8 +375,8 @@ def masked_targets(clips, names, missing_classes="masked"):
         raise ValueError(f"unknown missing_classes {missing_classes!r}; choose from {', '.join(MISSING_CLASSES)}")
     targets = np.zeros((len(clips), len(names)), np.float32)
     for row, clip in zip(targets, clips):
-        present = label_sets.corpus_labels(clip.corpus, names)
         if missing_classes == "masked":
+            present = label_sets.corpus_labels(clip.corpus, names)
             row[[index for index, name in enumerate(names) if name not in present]] = -1
         row[clip.label] = 1
     return targets
