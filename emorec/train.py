@@ -449,7 +449,7 @@ def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learnin
     network = _fit(lambda: speech_head(len(names), x_train, head, groups),
                    (x_train, np.tile(masked_targets(train, names, missing_classes), (variants + 1, 1)),
                     np.tile(corpus_class_weights(train), variants + 1)),
-                   (x_val, masked_targets(val, names)), out, epochs, learning_rate, resume, batch_size,
+                   (x_val, masked_targets(val, names, missing_classes)), out, epochs, learning_rate, resume, batch_size,
                    loss=MaskedCrossEntropy(label_smoothing=0.1), callbacks=[CorpusValidation(by_corpus)],
                    monitor="val_mean_accuracy")
     corpora = sorted({clip.corpus for clip in train})

@@ -620,6 +620,22 @@ def test_train_speech_on_two_corpora_per_speaker(tmp_path):
     assert logs["val_nemo_accuracy"] * 6 == round(logs["val_nemo_accuracy"] * 6)  # IC0 and TP0: six clips
 
 
+@pytest.mark.parametrize("missing_classes, lowest", [("masked", -1), ("negative", 0)])
+def test_train_speech_scores_validation_as_it_trains(tmp_path, monkeypatch, missing_classes, lowest):
+    """The validation loss treats nEMO's missing disgust as the training loss does."""
+    class Fitted(Exception):
+        pass
+
+    def fit(build, training, validation, *args, **kwargs):
+        raise Fitted(training[1].min(), validation[1].min())
+
+    monkeypatch.setattr(train, "_fit", fit)
+    with pytest.raises(Fitted) as fitted:
+        train.train_speech(nemo_tones(tmp_path / "nemo"), tmp_path / "run", YAMNetFeatures(YAMNET, (15,)),
+                           tmp_path / "cache", epochs=1, variants=0, missing_classes=missing_classes)
+    assert fitted.value.args == (lowest, lowest)
+
+
 def test_train_speech_on_nemo_alone_leaves_disgust_untrained(tmp_path):
     train.train_speech(nemo_tones(tmp_path / "nemo"), tmp_path / "run", YAMNetFeatures(YAMNET, (15,)),
                        tmp_path / "cache", epochs=1, batch_size=4, variants=0)
