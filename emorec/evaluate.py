@@ -196,22 +196,28 @@ def speech_logits(folder, data, split, cache, models_dir=None, channel=None):
 def evaluate_speech(folder, data, split, cache, models_dir=None, channel=None):
     """A speech head on a speaker split of a corpus folder (`speech_logits`).
 
-    Besides the metrics over every label as served, it reports balanced accuracy, the expected
-    calibration error at the head's temperature and at 1, and the scores on the classes that the
-    corpus has and the head was trained on, predictions restricted to those (`shared_class_scores`).
+    Besides the metrics over every label as served, it reports each speaker's accuracy, balanced
+    accuracy, the expected calibration error at the head's temperature and at 1, and the scores on
+    the classes that the corpus has and the head was trained on, predictions restricted to those
+    (`shared_class_scores`).
     """
     from .calibration import expected_calibration_error
     from .models import softmax
 
     model, extractor, clips, logits, left_out = speech_logits(folder, data, split, cache, models_dir, channel)
     targets = np.array([clip.label for clip in clips])
+    speakers = np.array([str(clip.speaker) for clip in clips])
+    right = logits.argmax(axis=1) == targets
     trained = model.card.get("trained_labels", model.labels)
     shared = [index for index, label in enumerate(model.labels) if label in trained and index in targets]
     return {"model": "speech", "model_folder": str(folder), "front_end": extractor.name,
             "feature_normalisation": model.card.get("feature_normalisation", "none"), "data": str(data),
             "split": split, "channel": channel or "as stored",
             "corpora": sorted({clip.corpus for clip in clips}),
-            "speakers": sorted({str(clip.speaker) for clip in clips}), "undecodable_left_out": left_out,
+            "speakers": sorted(set(speakers)), "undecodable_left_out": left_out,
+            "per_speaker": {speaker: {"samples": int((speakers == speaker).sum()),
+                                      "accuracy": round(float(right[speakers == speaker].mean()), 4)}
+                            for speaker in sorted(set(speakers))},
             **metrics(targets, logits.argmax(axis=1), model.labels),
             "balanced_accuracy": balanced_accuracy(targets, logits.argmax(axis=1)),
             "temperature": model.temperature,

@@ -653,6 +653,8 @@ def test_evaluate_speech_on_nemo_test_speakers(speech_run, capsys, tmp_path):
                  str(folder / "cache")]) == 0
     report = json.loads((folder / "run" / "metrics-nemo-test.json").read_text())
     assert (report["corpora"], report["speakers"], report["samples"]) == (["nemo"], ["KD0", "WR0"], 4)
+    assert [each["samples"] for each in report["per_speaker"].values()] == [2, 2]
+    assert np.mean([each["accuracy"] for each in report["per_speaker"].values()]) == pytest.approx(report["accuracy"])
     assert report["shared_classes"]["labels"] == ["angry", "sad"] and report["shared_classes"]["samples"] == 4
     assert (folder / "run" / "metrics-nemo-test.png").stat().st_size > 0
     assert "speech on nemo-test: accuracy" in capsys.readouterr().out
