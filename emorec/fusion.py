@@ -44,17 +44,20 @@ def fuse(probabilities, weights, rule="sum", adaptive=0.0):
     (log-linear pooling), renormalised. With `adaptive` > 0 each weight is scaled by the
     modality's certainty to that power, so an unsure modality (a blurred face) has less say.
     Modalities absent from `probabilities` are left out and the remaining weights renormalised;
-    a modality whose weight is zero has no say. Returns the fused vector and the weights used.
+    a modality whose weight is zero has no say; one left alone is returned as it is. Returns the
+    fused vector and the weights used.
     """
+    if rule not in RULES:
+        raise InputError(f"unknown fusion rule {rule!r}; choose from {', '.join(RULES)}")
     base = {name: weights.get(name, 0) for name in probabilities if weights.get(name, 0) > 0}
     base = base or dict.fromkeys(probabilities, 1.0)
     present = {name: np.asarray(probabilities[name], np.float64) for name in base}
     raw = {name: base[name] * max(certainty(p), 1e-6) ** adaptive for name, p in present.items()}
     used = {name: value / sum(raw.values()) for name, value in raw.items()}
+    if len(present) == 1:  # one modality is its own fusion, its probabilities as given
+        return next(iter(present.values())), used
     if rule == "sum":
         fused = sum(used[name] * p for name, p in present.items())
-    elif rule == "product":
-        fused = np.exp(sum(used[name] * np.log(np.clip(p, 1e-12, 1)) for name, p in present.items()))
     else:
-        raise InputError(f"unknown fusion rule {rule!r}; choose from {', '.join(RULES)}")
+        fused = np.exp(sum(used[name] * np.log(np.clip(p, 1e-12, 1)) for name, p in present.items()))
     return fused / fused.sum(), used

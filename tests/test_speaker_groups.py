@@ -48,8 +48,9 @@ def speaker_models(tmp_path_factory):
 
 def speaker_head(folder, **changes):
     folder.mkdir(parents=True)
-    (folder / "model.tflite").symlink_to(MODELS_DIR / "speech" / "model.tflite")
     card = json.loads((MODELS_DIR / "speech" / "model.json").read_text())
+    for name in card.get("ensemble", ["model.tflite"]):
+        (folder / name).symlink_to(MODELS_DIR / "speech" / name)
     card |= {"feature_normalisation": "speaker", "temperature": TEMPERATURE, **changes}
     (folder / "model.json").write_text(json.dumps(card))
     return folder
