@@ -205,9 +205,8 @@ def evaluate_speech(folder, data, split, cache, models_dir=None, channel=None):
     from .models import softmax
 
     model, extractor, clips, logits, left_out = speech_logits(folder, data, split, cache, models_dir, channel)
-    targets = np.array([clip.label for clip in clips])
+    targets, predictions = np.array([clip.label for clip in clips]), logits.argmax(axis=1)
     speakers = np.array([str(clip.speaker) for clip in clips])
-    right = logits.argmax(axis=1) == targets
     trained = model.card.get("trained_labels", model.labels)
     shared = [index for index, label in enumerate(model.labels) if label in trained and index in targets]
     return {"model": "speech", "model_folder": str(folder), "front_end": extractor.name,
@@ -216,10 +215,10 @@ def evaluate_speech(folder, data, split, cache, models_dir=None, channel=None):
             "corpora": sorted({clip.corpus for clip in clips}),
             "speakers": sorted(set(speakers)), "undecodable_left_out": left_out,
             "per_speaker": {speaker: {"samples": int((speakers == speaker).sum()),
-                                      "accuracy": round(float(right[speakers == speaker].mean()), 4)}
+                                      "accuracy": round(float((predictions == targets)[speakers == speaker].mean()), 4)}
                             for speaker in sorted(set(speakers))},
-            **metrics(targets, logits.argmax(axis=1), model.labels),
-            "balanced_accuracy": balanced_accuracy(targets, logits.argmax(axis=1)),
+            **metrics(targets, predictions, model.labels),
+            "balanced_accuracy": balanced_accuracy(targets, predictions),
             "temperature": model.temperature,
             "ece": round(expected_calibration_error(softmax(logits, model.temperature), targets), 4),
             "ece_temperature_1": round(expected_calibration_error(softmax(logits), targets), 4),

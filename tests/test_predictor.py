@@ -168,6 +168,7 @@ def test_speech_model_beats_chance_on_held_out_actors(predictor):
     from conftest import RAVDESS, shared
 
     reported = reported_accuracy("speech", "ravdess-test")
+
     def fields(clip):  # RAVDESS's name: modality-channel-emotion-intensity-statement-repetition-actor
         return Path(clip[0]).name.split("-")
 
