@@ -141,8 +141,11 @@ def train(args):
                             args.learning_rate or 2e-3, args.width, args.labels, args.seed, args.resume,
                             args.limit, args.augment or "standard", args.workers, args.time_limit)
     else:
+        if args.level_db is not None and args.front_end != "whisper-base":
+            raise InputError("--level-db levels what Whisper hears: use it with --front-end whisper-base")
         extractor = (speech_features.YAMNetFeatures(args.yamnet) if args.yamnet and args.front_end == "yamnet"
-                     else speech_features.front_end(args.front_end, args.models or speech_features.MODELS_DIR))
+                     else speech_features.front_end(args.front_end, args.models or speech_features.MODELS_DIR,
+                                                    {"level_db": args.level_db}))
         training.train_speech(args.data, args.out, extractor, args.cache, args.epochs or 150,
                               args.batch_size or 64, args.learning_rate or 1e-3, args.variants, args.labels,
                               args.seed, args.resume, args.normalise, args.augment or "signal", args.head,
@@ -350,6 +353,8 @@ def parser():
     command.add_argument("--front-end", default="yamnet", choices=sorted(FRONT_ENDS),
                          help="speech feature front end")
     command.add_argument("--yamnet", help="YAMNet .tflite (speech; default: the bundled one)")
+    command.add_argument("--level-db", type=float, help="speech, whisper-base: bring each clip to this active "
+                         "speech level (dB below full scale, e.g. -26) before the encoder; default: as recorded")
     command.add_argument("--cache", default=FEATURE_CACHE, help="speech feature cache (per front end)")
     command.add_argument("--variants", type=int, default=4, help="augmented copies per clip (speech)")
     command.add_argument("--head", default="linear", choices=HEADS,

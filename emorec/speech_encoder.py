@@ -18,6 +18,8 @@ MAX_SAMPLES = MAX_FRAMES * 2 * HOP  # 480,000 samples
 LAYERS = 8  # 0: conv stem + positions, 1-6: the transformer blocks, 7: block 6 after the final layer norm
 WIDTH = 512
 WINDOW_FRAMES, WINDOW_HOP_FRAMES = 120, 48  # the speech timeline's 2.4 s windows every 0.96 s
+SPEECH_LEVEL_DB = -26.0  # ITU-T P.56's nominal active speech level, dB below full scale
+MAX_GAIN_DB = 40.0  # `levelled` raises or lowers a clip by at most this much
 
 
 def _hz_to_mel(hz):
@@ -72,6 +74,23 @@ def log_mel(waveform):
     return ((logs + 4.0) / 4.0).astype(np.float32)
 
 
+def levelled(waveform, target_db=SPEECH_LEVEL_DB):
+    """The waveform scaled so that its active speech level is `target_db` (dB below full scale): the
+    mean power of its 400-sample frames (every 160, as `log_mel` frames it) within 20 dB of the
+    loudest 5 %, so pauses and silence do not count. The gain is at most MAX_GAIN_DB either way.
+    Recordings differ in level by their microphone and gain, not their emotion (RAVDESS's actors
+    speak at -28 to -45 dB, nEMO's at -19 to -26 dB): the encoder then hears every clip at one level.
+    """
+    waveform = np.asarray(waveform, np.float32).reshape(-1)
+    measured = np.pad(waveform, (0, max(0, N_FFT - len(waveform))))
+    powers = np.mean(np.lib.stride_tricks.sliding_window_view(measured, N_FFT)[::HOP] ** 2, axis=1,
+                     dtype=np.float64)
+    decibels = 10 * np.log10(powers + 1e-12)
+    active = decibels >= np.percentile(decibels, 95) - 20
+    gain = np.clip(target_db - 10 * np.log10(powers[active].mean() + 1e-12), -MAX_GAIN_DB, MAX_GAIN_DB)
+    return (waveform * 10 ** (gain / 20)).astype(np.float32)
+
+
 def chunks(waveform, max_samples=MAX_SAMPLES):
     """The waveform cut into pieces of at most `max_samples` (default 30 s, the encoder's span), in order,
     as `Chunker` cuts it while it streams: one piece, or two equal ones, up to twice `max_samples`."""
@@ -118,20 +137,26 @@ class WhisperEncoder(TFLiteModel):
     The model's input is a log-mel [1, frames, 80] of any length up to 3000 frames (30 s); its output
     [1, 8, frames / 2, 512] stacks the 8 layers (see LAYERS). Longer clips run as chunks of at most
     `chunk_seconds` (<= 30; see `Chunker`) whose frames are concatenated; shorter chunks bound the memory that attention
-    takes (it grows with the square of the chunk's length).
+    takes (it grows with the square of the chunk's length). With `level_db`, each chunk is first
+    brought to that active speech level (`levelled`); None hears it as recorded, as Whisper does.
     """
 
-    def __init__(self, path, threads=1, chunk_seconds=30):
+    def __init__(self, path, threads=1, chunk_seconds=30, level_db=None):
         if not 0 < chunk_seconds <= MAX_SAMPLES / SAMPLE_RATE:
             raise ValueError(f"chunk_seconds is in (0, 30], not {chunk_seconds}")
         super().__init__(path, threads)
         self.chunk_samples = int(chunk_seconds * SAMPLE_RATE)
+        self.level_db = level_db
+
+    def log_mel(self, piece):
+        """The encoder's input [1, frames, 80] for one chunk: `log_mel`, after `levelled` with `level_db`."""
+        return log_mel(piece if self.level_db is None else levelled(piece, self.level_db))[None]
 
     def layer_frames(self, waveform):
         """[8, frames, 512] float32, 50 frames per second: ceil((len // 160) / 2) per chunk."""
         with self.lock:
             pieces = chunks(waveform, self.chunk_samples)
-            return np.concatenate([self._run(log_mel(piece)[None])[0] for piece in pieces], axis=1)
+            return np.concatenate([self._run(self.log_mel(piece))[0] for piece in pieces], axis=1)
 
     def clip_features(self, waveform, layers=None):
         """The per-clip features (all 8 layers: 8192 values), as `timeline` gives them."""
@@ -183,7 +208,7 @@ class EncoderTimeline:
         windows = []
         for piece in pieces:
             with self.encoder.lock:
-                frames = self.encoder._run(log_mel(piece)[None])[0]
+                frames = self.encoder._run(self.encoder.log_mel(piece))[0]
             self.frames = frames if self.layers is None else frames[list(self.layers)]
             self.chunks += 1
             self.count += self.frames.shape[1]

@@ -82,12 +82,15 @@ class WhisperFeatures:
 
     name = "whisper-base"
 
-    def __init__(self, path=MODELS_DIR / "whisper" / "encoder.tflite", layers=None, threads=1):
-        self.encoder = WhisperEncoder(path, threads, CHUNK_SECONDS)
+    def __init__(self, path=MODELS_DIR / "whisper" / "encoder.tflite", layers=None, threads=1, level_db=None):
+        self.encoder = WhisperEncoder(path, threads, CHUNK_SECONDS, level_db)
         self.layers = list(range(WHISPER_LAYERS)) if layers is None else list(layers)
         self.key = f"whisper-base:{os.path.getsize(path)}:{self.layers}"  # the file size tells fp16 from fp32
         self.card = {"front_end": self.name, "input": "mean and std over time of Whisper base encoder layers",
                      "whisper_layers": self.layers}
+        if level_db is not None:  # each clip brought to one speech level first (speech_encoder.levelled)
+            self.key += f":level{level_db:g}"
+            self.card["level_db"] = level_db
 
     def __call__(self, waveform):
         return self.encoder.clip_features(waveform, self.layers)
@@ -107,7 +110,8 @@ FRONT_ENDS = {
     "yamnet": lambda folder, card, threads: YAMNetFeatures(folder / "yamnet" / "yamnet.tflite",
                                                            card.get("yamnet_layers", SPEECH_LAYERS), threads),
     "whisper-base": lambda folder, card, threads: WhisperFeatures(folder / "whisper" / "encoder.tflite",
-                                                                  card.get("whisper_layers"), threads),
+                                                                  card.get("whisper_layers"), threads,
+                                                                  card.get("level_db")),
 }
 
 

@@ -210,6 +210,8 @@ def test_batch_named_missing_file_is_an_error_row(cli_predictor, capsys, tmp_pat
     (["train", "face", "--data", "{tmp}", "{tmp}", "--out", "{tmp}/run"], "the face CNN trains on one FER2013 --data"),
     (["train", "speech", "--data", "{tmp}", "--out", "{tmp}/run", "--augment", "photo"],
      "--augment photo: the speech recipes are signal, channel"),
+    (["train", "speech", "--data", "{tmp}", "--out", "{tmp}/run", "--level-db", "-26"],
+     "--level-db levels what Whisper hears: use it with --front-end whisper-base"),
     (["train", "face", "--data", "{tmp}", "--out", "{tmp}/run", "--augment", "channel"],
      "--augment channel: the face recipes are standard, photo"),
     (["evaluate", "face", "--data", "{tmp}", "--split", "validation"], "unknown FER2013 split 'validation'"),

@@ -8,8 +8,9 @@ import pytest
 
 from emorec.audio import segment_windows
 from emorec.models import MODELS_DIR
-from emorec.speech_encoder import (FRAMES_PER_SECOND, LAYERS, MAX_SAMPLES, MEL_BANDS, WIDTH, Chunker,
-                                   WhisperEncoder, chunks, log_mel, mel_filters, pool)
+from emorec.speech_encoder import (FRAMES_PER_SECOND, LAYERS, MAX_GAIN_DB, MAX_SAMPLES, MEL_BANDS, WIDTH, Chunker,
+                                   WhisperEncoder, chunks, levelled, log_mel, mel_filters, pool)
+from emorec.speech_features import WhisperFeatures, front_end
 
 from conftest import CLIP, shared, tone
 
@@ -144,3 +145,36 @@ def test_timeline_streams_chunks_as_the_whole_clip_pools(encoder):
     single_clip, single_windows, _ = encoder.timeline(speech)  # one chunk: `pool` of its frames, exactly
     np.testing.assert_array_equal(single_clip, pool(encoder.layer_frames(speech)))
     assert single_windows.shape == (len(segment_windows(250, 120, 48)), LAYERS * 2 * WIDTH)
+
+
+def active_level(waveform):
+    """dB of the mean power over the non-silent half of `spoken` (the clip's first half)."""
+    return 10 * np.log10(np.mean(waveform[:len(waveform) // 2].astype(np.float64) ** 2))
+
+
+def spoken(amplitude):
+    """1 s of a tone then 1 s of silence: a clip with a pause."""
+    return np.concatenate([tone(1.0, amplitude=amplitude), np.zeros(16000)]).astype(np.float32)
+
+
+def test_levelled_brings_the_speech_not_the_pauses_to_the_level():
+    for amplitude in (0.003, 0.05, 0.9):
+        clip = levelled(spoken(amplitude), -26.0)
+        assert len(clip) == 32000 and not clip[16000:].any()
+        assert active_level(clip) == pytest.approx(-26.0, abs=0.1)  # the pause does not pull the level down
+    assert active_level(levelled(spoken(0.05), -40.0)) == pytest.approx(-40.0, abs=0.1)
+    quiet = levelled(spoken(1e-6), -26.0)  # a near-silent clip is raised by MAX_GAIN_DB at most
+    assert np.max(np.abs(quiet)) == pytest.approx(1e-6 * 10 ** (MAX_GAIN_DB / 20), rel=1e-3)
+    assert not levelled(np.zeros(100, np.float32)).any() and len(levelled(np.zeros(100, np.float32))) == 100
+
+
+def test_a_levelled_front_end_hears_a_clip_alike_at_any_gain():
+    from emorec.audio import load_audio
+    wave = load_audio(shared(CLIP))
+    levelled_features, as_recorded = WhisperFeatures(level_db=-26.0), WhisperFeatures()
+    np.testing.assert_allclose(levelled_features(wave * 0.1), levelled_features(wave), rtol=1e-3, atol=1e-3)
+    assert np.abs(as_recorded(wave * 0.1) - as_recorded(wave)).max() > 0.1  # Whisper alone hears the gain
+    assert levelled_features.card["level_db"] == -26.0 and "level_db" not in as_recorded.card
+    assert levelled_features.key != as_recorded.key  # cached apart
+    served = front_end("whisper-base", MODELS_DIR, levelled_features.card)
+    assert served.encoder.level_db == -26.0 and served.key == levelled_features.key
