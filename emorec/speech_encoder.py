@@ -74,20 +74,24 @@ def log_mel(waveform):
     return ((logs + 4.0) / 4.0).astype(np.float32)
 
 
-def levelled(waveform, target_db=SPEECH_LEVEL_DB):
-    """The waveform scaled so that its active speech level is `target_db` (dB below full scale): the
-    mean power of its 400-sample frames (every 160, as `log_mel` frames it) within 20 dB of the
-    loudest 5 %, so pauses and silence do not count. The gain is at most MAX_GAIN_DB either way.
-    Recordings differ in level by their microphone and gain, not their emotion (RAVDESS's actors
-    speak at -28 to -45 dB, nEMO's at -19 to -26 dB): the encoder then hears every clip at one level.
-    """
-    waveform = np.asarray(waveform, np.float32).reshape(-1)
-    measured = np.pad(waveform, (0, max(0, N_FFT - len(waveform))))
-    powers = np.mean(np.lib.stride_tricks.sliding_window_view(measured, N_FFT)[::HOP] ** 2, axis=1,
+def active_level_db(waveform):
+    """A clip's active speech level, dB below full scale: the mean power of its 400-sample frames (every
+    160, as `log_mel` frames it) within 20 dB of the loudest 5 %, so that pauses and silence do not count."""
+    waveform = np.pad(np.asarray(waveform, np.float32).reshape(-1), (0, max(0, N_FFT - len(waveform))))
+    powers = np.mean(np.lib.stride_tricks.sliding_window_view(waveform, N_FFT)[::HOP] ** 2, axis=1,
                      dtype=np.float64)
     decibels = 10 * np.log10(powers + 1e-12)
-    active = decibels >= np.percentile(decibels, 95) - 20
-    gain = np.clip(target_db - 10 * np.log10(powers[active].mean() + 1e-12), -MAX_GAIN_DB, MAX_GAIN_DB)
+    return float(10 * np.log10(powers[decibels >= np.percentile(decibels, 95) - 20].mean() + 1e-12))
+
+
+def levelled(waveform, target_db=SPEECH_LEVEL_DB):
+    """The waveform scaled so that its active speech level (`active_level_db`) is `target_db`, by a gain
+    of at most MAX_GAIN_DB either way. Recordings differ in level by their microphone and gain, not
+    their emotion alone (RAVDESS's actors speak at -28 to -44 dB on average, nEMO's at -19 to -25 dB:
+    `python scripts/speech_levels.py`): the encoder then hears every clip at one level.
+    """
+    waveform = np.asarray(waveform, np.float32).reshape(-1)
+    gain = np.clip(target_db - active_level_db(waveform), -MAX_GAIN_DB, MAX_GAIN_DB)
     return (waveform * 10 ** (gain / 20)).astype(np.float32)
 
 
