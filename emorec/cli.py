@@ -149,7 +149,7 @@ def train(args):
         training.train_speech(args.data, args.out, extractor, args.cache, args.epochs or 150,
                               args.batch_size or 64, args.learning_rate or 1e-3, args.variants, args.labels,
                               args.seed, args.resume, args.normalise, args.augment or "signal", args.head,
-                              args.missing_classes)
+                              args.missing_classes, args.int8)
     print(f"model written to {args.out}")
 
 
@@ -355,6 +355,8 @@ def parser():
     command.add_argument("--yamnet", help="YAMNet .tflite (speech; default: the bundled one)")
     command.add_argument("--level-db", type=float, help="speech, whisper-base: bring each clip to this active "
                          "speech level (dB below full scale, e.g. -26) before the encoder; default: as recorded")
+    command.add_argument("--int8", action="store_true", help="speech: export the head with int8 weights "
+                         "(dynamic range; the face CNN always is); with --resume, re-export a finished run")
     command.add_argument("--cache", default=FEATURE_CACHE, help="speech feature cache (per front end)")
     command.add_argument("--variants", type=int, default=4, help="augmented copies per clip (speech)")
     command.add_argument("--head", default="linear", choices=HEADS,

@@ -410,7 +410,7 @@ class CorpusValidation(keras.callbacks.Callback):
 
 def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learning_rate=1e-3, variants=4,
                  label_preset="seven", seed=0, resume=False, normalisation="none", augment="signal",
-                 head="linear", missing_classes="masked"):
+                 head="linear", missing_classes="masked", quantize=False):
     """Train the speech head on the training speakers of one or more corpora (`data`: a folder or
     a list; RAVDESS actors 1-16, nEMO's train speakers), choosing the epoch on the mean accuracy
     over the corpora's validation speakers; export the best epoch.
@@ -421,7 +421,7 @@ def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learnin
     speech_features.HEADS ("layer-weighted" and "middle-means" need Whisper's front end of layers). The
     loss is masked to the classes each clip's corpus has (`missing_classes` "masked"; "negative" counts
     the classes a corpus lacks as wrong answers for its clips), and every (corpus, class) gets the same
-    total weight.
+    total weight. `quantize` exports the head with int8 weights (`export`).
     """
     groups = len(extractor.card.get("whisper_layers", ()))
     if head in ("layer-weighted", "middle-means") and not groups:
@@ -454,7 +454,7 @@ def train_speech(data, out, extractor, cache, epochs=150, batch_size=64, learnin
                    monitor="val_mean_accuracy")
     corpora = sorted({clip.corpus for clip in train})
     trained = [name for name in names if any(name in label_sets.corpus_labels(c, names) for c in corpora)]
-    export(network, out, names, **extractor.card, corpora=corpora, trained_labels=trained,
+    export(network, out, names, quantize, **extractor.card, corpora=corpora, trained_labels=trained,
            feature_normalisation=normalisation, variants=variants,
            augmentation=augment if variants else None, head=head, missing_classes=missing_classes,
            **_layer_weights(network), parameters=int(network.count_params()))

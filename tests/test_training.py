@@ -643,6 +643,26 @@ def test_train_speech_on_nemo_alone_leaves_disgust_untrained(tmp_path):
     assert card["corpora"] == ["nemo"] and "disgust" not in card["trained_labels"] and len(card["labels"]) == 7
 
 
+def test_train_speech_exports_int8_weights_and_re_exports_a_finished_run(tmp_path):
+    from emorec.models import Classifier
+
+    corpus = nemo_tones(tmp_path / "nemo")
+
+    def run(quantize):
+        train.train_speech(corpus, tmp_path / "run", YAMNetFeatures(YAMNET, (15,)), tmp_path / "cache", epochs=1,
+                           batch_size=4, variants=0, quantize=quantize, resume=quantize)
+
+    features = np.ones((1, 2048), np.float32)  # YAMNet layer 15's mean and std
+    run(False)
+    float_size = (tmp_path / "run" / "model.tflite").stat().st_size
+    float_logits = Classifier(tmp_path / "run")(features)
+    run(True)  # the finished run, its best epoch exported again with int8 weights
+    card = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert card["weights"] == "int8 (dynamic range)"
+    assert (tmp_path / "run" / "model.tflite").stat().st_size < float_size / 2
+    np.testing.assert_allclose(Classifier(tmp_path / "run")(features), float_logits, rtol=0.05)  # weights to 1 in 127
+
+
 def test_evaluate_speech_on_nemo_test_speakers(speech_run, capsys, tmp_path):
     """The tiny RAVDESS head on nEMO's test speakers: metrics-nemo-test beside the head, shared classes."""
     from emorec.cli import main
