@@ -379,8 +379,8 @@ def parser():
                          help="default: private-test (face), test (speech: RAVDESS actors 21-24, nEMO KD0, WR0); "
                          "photos-wild (face): --data is a folder of labelled photos, detector on")
     command.add_argument("--model", help="speech: a trained head's folder (default: the bundled speech model)")
-    command.add_argument("--channel", choices=CHANNELS, help="speech: every clip through this codec or the "
-                         "telephone band first")
+    command.add_argument("--channel", choices=CHANNELS, help="speech: every clip through this codec, the "
+                         "telephone band, or a gain (a quieter or louder recording) first")
     command.add_argument("--calibrate", action="store_true",
                          help="face, photos-wild: refit the photo ensemble's temperature there, write it into the card")
     command.add_argument("--cross-validate", action="store_true",

@@ -123,21 +123,25 @@ def front_end(name, models_dir=MODELS_DIR, card=None, threads=1):
 
 
 # Channels a clip can go through before the front end (`Transmitted`): a codec round trip at a bitrate
-# (bit/s), or the telephone band.
-CHANNELS = {"mp3-32k": ("mp3", 32000), "aac-32k": ("aac", 32000), "opus-24k": ("opus", 24000), "telephone": None}
+# (bit/s), the telephone band, or the recording's level changed by a gain in dB (clipped at full scale).
+CHANNELS = {"mp3-32k": ("mp3", 32000), "aac-32k": ("aac", 32000), "opus-24k": ("opus", 24000),
+            "telephone": ("telephone",), "quiet-20db": ("gain", -20), "loud-10db": ("gain", 10)}
 
 
 def transmit(waveform, channel):
     """A 16 kHz waveform after one of the CHANNELS, at 16 kHz and the same length."""
-    from . import media  # FFmpeg, loaded only when a channel is used
+    kind, *setting = CHANNELS[channel]
+    if kind == "gain":
+        return np.clip(waveform * 10 ** (setting[0] / 20), -1, 1).astype(np.float32)
+    from . import media  # FFmpeg, loaded only when a codec is used
 
-    if CHANNELS[channel] is None:
+    if kind == "telephone":
         return media.telephone_band(waveform, SAMPLE_RATE)
-    return media.codec_round_trip(waveform, SAMPLE_RATE, *CHANNELS[channel])
+    return media.codec_round_trip(waveform, SAMPLE_RATE, kind, *setting)
 
 
 class Transmitted:
-    """A front end that hears each clip after a codec round trip or the telephone band (`CHANNELS`),
+    """A front end that hears each clip after a codec round trip, the telephone band or a gain (`CHANNELS`),
     cached apart from the clean features."""
 
     def __init__(self, extractor, channel):

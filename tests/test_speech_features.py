@@ -6,7 +6,7 @@ import pytest
 from emorec.datasets import Clip
 from emorec.audio import load_audio
 from emorec.speech_features import (SAMPLE_RATE, Transmitted, augment_waveform, decoded, front_end, normalise,
-                                    random_channel, reverberate, speech_features)
+                                    random_channel, reverberate, speech_features, transmit)
 
 from conftest import tone, wav_bytes, write
 
@@ -72,6 +72,14 @@ def test_transmitted_clips_are_cached_apart_from_clean_ones(tmp_path):
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
     with pytest.raises(ValueError, match="unknown channel 'gsm'"):
         Transmitted(Loudness(), "gsm")
+
+
+def test_gain_channels_change_the_level_and_clip_at_full_scale():
+    wave = tone(1.0, amplitude=0.5).astype(np.float32)
+    np.testing.assert_allclose(transmit(wave, "quiet-20db"), wave / 10, rtol=1e-5)
+    loud = transmit(wave, "loud-10db")
+    assert loud.dtype == np.float32 and len(loud) == len(wave) and np.abs(loud).max() == 1.0
+    np.testing.assert_allclose(loud[np.abs(wave) < 0.3], wave[np.abs(wave) < 0.3] * 10 ** 0.5, rtol=1e-5)
 
 
 def test_whisper_front_end_is_the_encoders_clip_features(tmp_path):
