@@ -38,7 +38,7 @@ reports: $(VENV)/bin/python
 	for data in $(RAVDESS) $(NEMO); do for split in validation test; do \
 		$(EMOREC) evaluate speech --data $$data --split $$split || exit 1; \
 		$(EMOREC) evaluate speech --model models/speech/speaker --data $$data --split $$split || exit 1; done; done
-	for split in validation test; do for channel in mp3-32k aac-32k opus-24k telephone; do \
+	for split in validation test; do for channel in mp3-32k aac-32k opus-24k telephone quiet-20db loud-10db; do \
 		$(EMOREC) evaluate speech --data $(RAVDESS) --split $$split --channel $$channel || exit 1; done; done
 	for pairs in models/fusion/pairs-validation-x10.csv models/fusion/pairs-test.csv; do \
 		$(EMOREC) evaluate fusion --pairs $$pairs --crops --robustness || exit 1; done

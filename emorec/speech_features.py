@@ -278,12 +278,14 @@ def normalise(variants, clips, normalisation):
 
 def standardise(variants, groups):
     """Feature arrays standardised per group (`groups`: one name per row) by the mean and std of that
-    group's rows in the first (clean) array: the arithmetic of every feature normalisation."""
+    group's rows in the first (clean) array: the arithmetic of every feature normalisation. The
+    statistics are summed in float64, so a group's clips give the same features in any order."""
     groups = np.asarray(groups)
     results = [np.empty_like(variant) for variant in variants]
     for group in np.unique(groups):
         rows = groups == group
-        mean, std = variants[0][rows].mean(axis=0), variants[0][rows].std(axis=0) + 1e-6
+        mean = variants[0][rows].mean(axis=0, dtype=np.float64)
+        std = variants[0][rows].std(axis=0, dtype=np.float64) + 1e-6
         for variant, result in zip(variants, results):
             result[rows] = (variant[rows] - mean) / std
     return results
