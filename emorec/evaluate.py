@@ -206,6 +206,7 @@ def evaluate_speech(folder, data, split, cache, models_dir=None, channel=None):
 
     model, extractor, clips, logits, left_out = speech_logits(folder, data, split, cache, models_dir, channel)
     targets, predictions = np.array([clip.label for clip in clips]), logits.argmax(axis=1)
+    right = predictions == targets
     speakers = np.array([str(clip.speaker) for clip in clips])
     trained = model.card.get("trained_labels", model.labels)
     shared = [index for index, label in enumerate(model.labels) if label in trained and index in targets]
@@ -215,7 +216,7 @@ def evaluate_speech(folder, data, split, cache, models_dir=None, channel=None):
             "corpora": sorted({clip.corpus for clip in clips}),
             "speakers": sorted(set(speakers)), "undecodable_left_out": left_out,
             "per_speaker": {speaker: {"samples": int((speakers == speaker).sum()),
-                                      "accuracy": round(float((predictions == targets)[speakers == speaker].mean()), 4)}
+                                      "accuracy": round(float(right[speakers == speaker].mean()), 4)}
                             for speaker in sorted(set(speakers))},
             **metrics(targets, predictions, model.labels),
             "balanced_accuracy": balanced_accuracy(targets, predictions),

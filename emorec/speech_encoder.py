@@ -76,7 +76,8 @@ def log_mel(waveform):
 
 def active_level_db(waveform):
     """A clip's active speech level, dB below full scale: the mean power of its 400-sample frames (every
-    160, as `log_mel` frames it) within 20 dB of the loudest 5 %, so that pauses and silence do not count."""
+    160 samples, from the first; `log_mel` centres its frames instead) within 20 dB of the loudest 5 %, so
+    that pauses and silence do not count."""
     waveform = np.pad(np.asarray(waveform, np.float32).reshape(-1), (0, max(0, N_FFT - len(waveform))))
     powers = np.mean(np.lib.stride_tricks.sliding_window_view(waveform, N_FFT)[::HOP] ** 2, axis=1,
                      dtype=np.float64)
